@@ -1,0 +1,1 @@
+"""Body families. Each module registers its family and its named variants on import."""

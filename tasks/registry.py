@@ -1,0 +1,87 @@
+"""The task registry: what a task is, how its low-quality input is made, and how it is scored.
+
+A task name is the key of its head and tail in every checkpoint, so a name never changes meaning.
+Names: ``sr_x<s>`` (bicubic super-resolution), ``denoise_g<sigma>`` (colour Gaussian noise, sigma on the 0-255
+scale), ``derain`` / ``derain_light`` / ``derain_heavy`` (synthetic rain streaks).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Task", "get_task", "list_tasks", "COMMON_TASKS"]
+
+COMMON_TASKS = (
+    "sr_x2", "sr_x3", "sr_x4", "sr_x8",
+    "denoise_g15", "denoise_g25", "denoise_g30", "denoise_g50",
+    "derain", "derain_light", "derain_heavy",
+)
+
+_SR = re.compile(r"sr_x([1-9][0-9]*)")
+_DENOISE = re.compile(r"denoise_g([1-9][0-9]*)")
+_RAIN_LEVELS = {"derain": "mixed", "derain_light": "light", "derain_heavy": "heavy"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One restoration task.
+
+    Attributes:
+        name: the registry name, e.g. ``"sr_x4"``.
+        kind: ``"sr"``, ``"denoise"`` or ``"derain"``; models choose head and tail structure from it.
+        scale: output size over input size (1 for denoising and deraining).
+        sigma: noise level on the 0-255 scale for denoising tasks, else None.
+        rain: ``"light"``, ``"heavy"`` or ``"mixed"`` for deraining tasks, else None.
+        y_channel: evaluation protocol: score on the Y channel (True) or RGB (False).
+        crop_border: evaluation protocol: pixels cropped at each border before scoring.
+    """
+
+    name: str
+    kind: str
+    scale: int = 1
+    sigma: float | None = None
+    rain: str | None = None
+    y_channel: bool = True
+    crop_border: int = 0
+
+    def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Make the low-quality input from a batch of clean images (B, 3, H, W) in [0, 1]."""
+        from tasks import degradations  # late: degradations imports the registry's users
+
+        if self.kind == "sr":
+            return degradations.bicubic_downscale(hr, self.scale)
+        if self.kind == "denoise":
+            return degradations.add_gaussian_noise(hr, self.sigma, generator=generator)
+        return degradations.add_rain(hr, level=self.rain, generator=generator)
+
+    @property
+    def protocol(self) -> dict:
+        """The evaluation protocol as keyword arguments for ``tasks.psnr`` / ``tasks.ssim``."""
+        return {"y_channel": self.y_channel, "crop_border": self.crop_border}
+
+
+def get_task(name: str) -> Task:
+    """Return the task called ``name``; raise ValueError naming the valid forms otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"task name must be a string, got {type(name).__name__}")
+    if m := _SR.fullmatch(name):
+        s = int(m.group(1))
+        if s < 2:
+            raise ValueError(f"unknown task {name!r}: super-resolution needs a scale of 2 or more")
+        return Task(name=name, kind="sr", scale=s, y_channel=True, crop_border=s)
+    if m := _DENOISE.fullmatch(name):
+        return Task(name=name, kind="denoise", sigma=float(m.group(1)), y_channel=False, crop_border=0)
+    if name in _RAIN_LEVELS:
+        return Task(name=name, kind="derain", rain=_RAIN_LEVELS[name], y_channel=True, crop_border=0)
+    raise ValueError(
+        f"unknown task {name!r}; valid tasks are sr_x<scale> (e.g. sr_x2), denoise_g<sigma> (e.g. denoise_g25), "
+        f"derain, derain_light, derain_heavy. Common ones: {', '.join(COMMON_TASKS)}"
+    )
+
+
+def list_tasks() -> list[str]:
+    """The common task names (any ``sr_x<s>`` and ``denoise_g<sigma>`` is also accepted by ``get_task``)."""
+    return list(COMMON_TASKS)
