@@ -1,0 +1,339 @@
+"""Inference: restore an image of any kind and size, optionally in blended tiles and with x8 self-ensemble.
+
+Tiling answers the field's most common request (out of memory on large images: HAT #4, SwinIR #36) without the
+seams of pasted or uniformly averaged tiles (HAT #16, SwinIR #69; ANCHORS.md §6-7). Each tile's output is
+weighted by a separable window that is zero in a margin along inner tile borders (where the tile lacks context)
+and rises with a raised-cosine ramp across the rest of the overlap; the weights of neighbouring tiles sum to one,
+and outputs accumulate tile by tile into one preallocated buffer, so peak memory is the output plus one tile.
+The x8 self-ensemble (flips and 90-degree rotations, averaged) is the one of EDT/SwinIR/HAT test scripts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from restore.model import RestorationModel
+
+__all__ = ["restore_image", "tiled_forward", "self_ensemble", "round_tile", "resolve_dtype"]
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"fp16"``/``"float16"``/``"bf16"``/``"bfloat16"``/``"float32"`` or a torch dtype -> torch dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}")
+    return _DTYPES[dtype]
+
+
+def round_tile(tile: int, multiple: int) -> int:
+    """The tile size used for a requested ``tile``: the nearest multiple of ``multiple``, at least one multiple."""
+    if tile < 1:
+        raise ValueError(f"tile must be a positive number of pixels, got {tile}")
+    return max(multiple, int(round(tile / multiple)) * multiple)
+
+
+def _tile_grid(tile: int, overlap: int, multiple: int) -> tuple[int, int]:
+    """(tile, stride) in input pixels: both multiples of ``multiple``, stride <= tile - overlap.
+
+    Window transformers partition each input from its top-left corner, so tiles that start on multiples of the
+    window see the same window grid as the whole image; tiles that start elsewhere would give different results
+    everywhere, not only near their borders. The tile grows by whole multiples when the overlap leaves no stride.
+    """
+    tile = round_tile(tile, multiple)
+    while tile - overlap < multiple:
+        tile += multiple
+    stride = (tile - overlap) // multiple * multiple
+    return tile, stride
+
+
+def _spans(length: int, tile: int, stride: int) -> list[tuple[int, int]]:
+    """(start, size) of the tiles along one axis; the last one may be shorter (the model pads it like the image)."""
+    spans, start = [], 0
+    while True:
+        spans.append((start, min(tile, length - start)))
+        if start + tile >= length:
+            return spans
+        start += stride
+
+
+def _edge_ramp(width: int, device: torch.device) -> torch.Tensor:
+    """Weights rising from 0 to 1 over an overlap of ``width`` output pixels.
+
+    A quarter of the overlap at the tile border gets weight 0 (these pixels see padding instead of image, so a
+    model whose receptive field is under that margin is reproduced exactly), the middle half a raised cosine,
+    which with the mirrored ramp of the neighbouring tile sums to exactly one.
+    """
+    margin = width // 4
+    ramp = width - 2 * margin
+    i = torch.arange(ramp, device=device, dtype=torch.float64)
+    rise = 0.5 - 0.5 * torch.cos(math.pi * (i + 0.5) / ramp)
+    zeros = torch.zeros(margin, dtype=torch.float64, device=device)
+    return torch.cat([zeros, rise, torch.ones(margin, dtype=torch.float64, device=device)])
+
+
+def _axis_weights(start: int, size: int, length: int, overlap: int, scale: int, device: torch.device) -> torch.Tensor:
+    """1-D blending weights (size*scale,) of one tile along one axis (no ramp on image borders)."""
+    w = torch.ones(size * scale, dtype=torch.float64, device=device)
+    width = overlap * scale
+    if width == 0:
+        return w
+    ramp = _edge_ramp(width, device)
+    if start > 0:
+        w[:width] *= ramp
+    if start + size < length:
+        w[-width:] *= ramp.flip(0)
+    return w
+
+
+def tiled_forward(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    scale: int,
+    tile: int,
+    overlap: int,
+    multiple: int = 1,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Apply ``fn`` to overlapping tiles of ``x`` and blend the outputs seamlessly.
+
+    Args:
+        fn: maps a tile (B, C, h, w) to its restoration (B, C', scale*h, scale*w).
+        x: the input (B, C, H, W); it stays where it is (e.g. on the CPU) and only tiles move to ``device``.
+        scale: output size over input size.
+        tile: tile side in input pixels, rounded to the nearest multiple of ``multiple`` (see `round_tile`).
+        overlap: at least this many pixels are shared by neighbouring tiles (tiles start on multiples of
+            ``multiple``, so the actual overlap can be larger; the tile grows if the overlap leaves no stride).
+        multiple: the model's padding multiple (window size); tiles are sized in its multiples.
+        device: where ``fn`` runs (default: ``x``'s device).
+
+    Returns:
+        (B, C', scale*H, scale*W) float32 on ``x``'s device. If the tile covers the whole image, ``fn(x)`` itself.
+    """
+    h, w = x.shape[-2:]
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    if h <= round_tile(tile, multiple) and w <= round_tile(tile, multiple):
+        out = fn(x if device is None else x.to(device))
+        return out.to(x.device)
+    tile, stride = _tile_grid(tile, overlap, multiple)
+    overlap = tile - stride  # the overlap actually used, at least the one asked for
+    rows, cols = _spans(h, tile, stride), _spans(w, tile, stride)
+    out = None
+    norm_h = torch.zeros(h * scale, dtype=torch.float64, device=x.device)
+    norm_w = torch.zeros(w * scale, dtype=torch.float64, device=x.device)
+    for y0, th in rows:
+        wy = _axis_weights(y0, th, h, overlap, scale, x.device)
+        norm_h[y0 * scale : (y0 + th) * scale] += wy
+        for x0, tw in cols:
+            wx = _axis_weights(x0, tw, w, overlap, scale, x.device)
+            if y0 == 0:
+                norm_w[x0 * scale : (x0 + tw) * scale] += wx
+            patch = x[..., y0 : y0 + th, x0 : x0 + tw]
+            y = fn(patch if device is None else patch.to(device)).to(device=x.device, dtype=torch.float32)
+            if out is None:
+                out = torch.zeros(y.shape[0], y.shape[1], h * scale, w * scale, dtype=torch.float32, device=x.device)
+            weight = (wy[:, None] * wx[None, :]).to(torch.float32)  # (th*s, tw*s)
+            out[..., y0 * scale : (y0 + th) * scale, x0 * scale : (x0 + tw) * scale].addcmul_(y, weight)
+    # separable weights: the per-pixel sum over all tiles is the outer product of the per-axis sums
+    out /= (norm_h[:, None] * norm_w[None, :]).to(torch.float32)
+    return out
+
+
+# 8 dihedral transforms as (rotations k, flip): applied as rot90(flip(x)); inverted in reverse order
+_DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def self_ensemble(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Average ``fn`` over the 8 flips/rotations of ``x`` (B, C, H, W), each output transformed back."""
+    acc = None
+    for k, flip in _DIHEDRAL:
+        t = x.flip(-1) if flip else x
+        y = fn(torch.rot90(t, k, dims=(-2, -1)))
+        y = torch.rot90(y, -k, dims=(-2, -1))
+        y = (y.flip(-1) if flip else y).float()
+        acc = y if acc is None else acc + y
+    return acc / len(_DIHEDRAL)
+
+
+# ------------------------------------------------------------------------------------- image conversion
+
+
+class _Layout:
+    """How to turn the restored (1, 3, H, W) float tensor back into the caller's kind of image."""
+
+    def __init__(self, kind: str, maxval: float | None, dtype: Any, gray: bool, alpha: torch.Tensor | None,
+                 channel_axis_kept: bool, batch: bool, device: Any = None) -> None:
+        self.kind, self.maxval, self.dtype, self.gray = kind, maxval, dtype, gray
+        self.alpha, self.channel_axis_kept, self.batch, self.device = alpha, channel_axis_kept, batch, device
+
+
+def _from_array(arr: np.ndarray) -> tuple[torch.Tensor, _Layout]:
+    if arr.dtype == np.uint8:
+        maxval = 255.0
+    elif arr.dtype == np.uint16:
+        maxval = 65535.0
+    elif arr.dtype in (np.float32, np.float64, np.float16):
+        maxval = None
+    else:
+        raise ValueError(f"unsupported image dtype {arr.dtype}; pass uint8, uint16 or float in [0, 1]")
+    kept = arr.ndim == 3
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, C) with C in 1-4, got {arr.shape}")
+    t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].to(torch.float32)  # (1, C, H, W)
+    if maxval is not None:
+        t = t / maxval
+    return _split_channels(t, _Layout("numpy", maxval, arr.dtype, False, None, kept, False))
+
+
+def _split_channels(t: torch.Tensor, layout: _Layout) -> tuple[torch.Tensor, _Layout]:
+    """(B, C, H, W) with C in 1-4 -> RGB (B, 3, H, W); records gray/alpha in ``layout``."""
+    c = t.shape[1]
+    if c in (2, 4):
+        layout.alpha = t[:, -1:]
+        t = t[:, :-1]
+    if c in (1, 2):
+        layout.gray = True
+        t = t.expand(-1, 3, -1, -1)
+    return t, layout
+
+
+def _to_input(image: Any) -> tuple[torch.Tensor, _Layout]:
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as im:
+            im.load()
+            image = im.copy()
+    if isinstance(image, Image.Image):
+        mode = image.mode
+        if mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif mode in ("I", "I;16B", "I;16L", "I;16N"):
+            image = Image.fromarray(np.asarray(image).clip(0, 65535).astype(np.uint16))
+        elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "1", "PA", "RGBX", "RGBa", "La"):
+            image = image.convert("RGBA" if mode in ("PA", "RGBa", "La") else "RGB")
+        t, layout = _from_array(np.asarray(image))
+        layout.kind = "pil"
+        return t, layout
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
+    if isinstance(image, torch.Tensor):
+        batch = image.ndim == 4
+        if image.ndim not in (3, 4) or image.shape[-3] not in (1, 2, 3, 4):
+            raise ValueError(f"expected a tensor (C, H, W) or (B, C, H, W) with C in 1-4, got {tuple(image.shape)}")
+        t = image if batch else image[None]
+        maxval = {torch.uint8: 255.0, torch.uint16: 65535.0}.get(image.dtype)
+        if maxval is None and not image.is_floating_point():
+            raise ValueError(f"unsupported tensor dtype {image.dtype}; pass float in [0, 1] or uint8")
+        t = t.detach().cpu().to(torch.float32)
+        if maxval is not None:
+            t = t / maxval
+        return _split_channels(t, _Layout("tensor", maxval, image.dtype, False, None, True, batch, image.device))
+    raise TypeError(f"restore_image takes a PIL image, a numpy array, a tensor or a path, got {type(image).__name__}")
+
+
+def _to_output(y: torch.Tensor, layout: _Layout, scale: int) -> Any:
+    from PIL import Image
+
+    y = y.clamp(0, 1)
+    if layout.gray:
+        y = y.mean(dim=1, keepdim=True)
+    if layout.alpha is not None:
+        alpha = layout.alpha
+        if scale > 1:
+            alpha = F.interpolate(alpha, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+        y = torch.cat([y, alpha.to(y.dtype)], dim=1)
+    if layout.kind == "tensor":
+        if layout.maxval is not None:
+            y = (y * layout.maxval).round().to(layout.dtype)
+        else:
+            y = y.to(layout.dtype)
+        y = y.to(layout.device)
+        return y if layout.batch else y[0]
+    arr = y[0].permute(1, 2, 0).numpy()  # (H, W, C)
+    if layout.maxval is not None:
+        arr = np.rint(arr * layout.maxval).astype(layout.dtype)
+    else:
+        arr = arr.astype(layout.dtype)
+    if not layout.channel_axis_kept:
+        arr = arr[:, :, 0]
+    if layout.kind == "pil":
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        return Image.fromarray(arr)
+    return arr
+
+
+def restore_image(
+    model: "RestorationModel",
+    image: Any,
+    task: str,
+    tile: int | None = None,
+    overlap: int = 32,
+    ensemble: bool = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> Any:
+    """Restore one image with ``model`` for ``task``; returns the same kind of image as given.
+
+    Args:
+        model: a `RestorationModel` (put in eval mode for the call).
+        image: a PIL image, a uint8/uint16/float numpy array (H, W[, C]), a tensor (C, H, W) or (B, C, H, W) in
+            [0, 1] (or uint8), or a file path (then a PIL image is returned). Grayscale is restored as grayscale
+            (channels replicated in, averaged out); an alpha channel is kept (resized for SR); 16-bit stays 16-bit.
+        task: the task name, one of ``model.tasks``.
+        tile: restore in overlapping tiles of about this many input pixels (rounded to the model's window
+            multiple); None runs the whole image at once.
+        overlap: pixels shared by neighbouring tiles.
+        ensemble: average the 8 flips/rotations (x8 self-ensemble; 8x slower, usually +0.05-0.1 dB).
+        device: where to run the model (the model is moved there); default: where the model is.
+        dtype: compute dtype under autocast (``"fp16"``, ``"bf16"``); default float32.
+    """
+    if task not in model.tasks:
+        raise ValueError(f"task {task!r} is not served by this model; its tasks are: {', '.join(model.tasks)}")
+    x, layout = _to_input(image)
+    if device is not None:
+        model.to(device)
+    run_device = next(model.parameters()).device
+    compute_dtype = resolve_dtype(dtype)
+    scale = model.scale(task)
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(run_device)
+        autocast = (
+            torch.autocast(run_device.type, dtype=compute_dtype)
+            if compute_dtype not in (None, torch.float32)
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            y = self_ensemble(lambda z: model(z, task), t) if ensemble else model(t, task)
+        return y.float()
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if tile is None:
+                y = fn(x).cpu()
+            else:
+                y = tiled_forward(fn, x, scale, tile, overlap, multiple=model.pad_multiple(task))
+    finally:
+        model.train(was_training)
+    return _to_output(y, layout, scale)

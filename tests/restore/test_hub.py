@@ -1,0 +1,134 @@
+"""Hub I/O: save/load round trip, strict keys, refused pickles, model card, push/pull through a local fake Hub."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import restore
+from restore import RestorationModel
+
+
+def test_round_trip_bit_identical(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "m")
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert files == ["README.md", "config.json", "model.safetensors"]
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["variant"] == "edt_tiny" and cfg["tasks"] == ["sr_x2", "denoise_g25"] and cfg["format_version"] == 1
+    loaded = RestorationModel.from_pretrained(tmp_path / "m")
+    x = torch.rand(1, 3, 30, 26)
+    with torch.no_grad():
+        for task in tiny_model.tasks:
+            assert torch.equal(loaded(x, task), tiny_model(x, task))
+    assert not loaded.training
+
+
+def test_load_subset_of_tasks(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    m = RestorationModel.from_pretrained(tmp_path, tasks=["denoise_g25"])
+    assert m.tasks == ["denoise_g25"]
+    with pytest.raises(ValueError, match="sr_x4"):
+        RestorationModel.from_pretrained(tmp_path, tasks=["sr_x4"])
+
+
+def test_wrong_and_missing_keys_are_named(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    state = load_file(weights)
+    state["heads.sr_x2.blocks.0.bogus"] = state.pop("heads.sr_x2.blocks.0.weight")
+    save_file(state, weights)
+    with pytest.raises(ValueError) as err:
+        RestorationModel.from_pretrained(tmp_path)
+    assert "heads.sr_x2.blocks.0.weight" in str(err.value) and "heads.sr_x2.blocks.0.bogus" in str(err.value)
+    del state["heads.sr_x2.blocks.0.bogus"]
+    save_file(state, weights)
+    with pytest.raises(ValueError, match=r"missing keys: heads\.sr_x2\.blocks\.0\.weight"):
+        RestorationModel.from_pretrained(tmp_path)
+
+
+def test_pickles_are_refused(tiny_model, tmp_path):
+    torch.save(tiny_model.state_dict(), tmp_path / "pytorch_model.bin")
+    (tmp_path / "config.json").write_text(json.dumps(tiny_model.config_dict()))
+    with pytest.raises(ValueError, match="restore convert"):
+        RestorationModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="pickled"):
+        RestorationModel.from_pretrained(tmp_path / "pytorch_model.bin")
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        RestorationModel.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="neither"):
+        RestorationModel.from_pretrained(str(tmp_path / "no" / "such" / "dir"))
+
+
+def test_card_and_atomic_save(tiny_model, tmp_path):
+    from huggingface_hub import EvalResult, ModelCard
+
+    ev = [EvalResult(task_type="image-to-image", task_name="SR x2", dataset_type="set5", dataset_name="Set5",
+                     dataset_split="test", metric_type="psnr", metric_name="PSNR (Y)", metric_value=30.12)]
+    (tmp_path / "README.md").write_text("stale card")
+    tiny_model.save_pretrained(tmp_path, model_card_kwargs={"model_name": "tiny-test", "eval_results": ev})
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.library_name == "restore"
+    assert card.data.eval_results[0].metric_value == pytest.approx(30.12)
+    assert "tiny-test" in card.text and "sr_x2" in card.text and "30.12" in card.text
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".restore-save-")]
+
+
+PUSH_PULL = textwrap.dedent(
+    """
+    import json, sys, torch, restore
+    from huggingface_hub import HfApi
+    torch.manual_seed(0)
+    first = restore.create_model("edt_tiny", tasks=["sr_x2"]).eval()
+    first.push_to_hub("acme/tiny-restore")
+    api = HfApi()
+    api.create_tag("acme/tiny-restore", tag="v1.0")
+    sha1 = api.model_info("acme/tiny-restore", revision="v1.0").sha
+    torch.manual_seed(1)
+    second = restore.create_model("edt_tiny", tasks=["sr_x2"]).eval()
+    second.push_to_hub("acme/tiny-restore", commit_message="retrained")
+    x = torch.rand(1, 3, 24, 24)
+    out = {}
+    with torch.no_grad():
+        for rev, ref in ((None, second), ("v1.0", first), (sha1, first)):
+            m = restore.RestorationModel.from_pretrained("acme/tiny-restore", revision=rev)
+            out[str(rev)] = torch.equal(m(x, "sr_x2"), ref(x, "sr_x2"))
+    torch.save(x, sys.argv[1] + "/x.pt")
+    torch.save(first(x, "sr_x2").detach(), sys.argv[1] + "/y.pt")
+    print(json.dumps(out))
+    """
+)
+
+OFFLINE = textwrap.dedent(
+    """
+    import sys, torch, restore
+    x = torch.load(sys.argv[1] + "/x.pt"); y = torch.load(sys.argv[1] + "/y.pt")
+    m = restore.RestorationModel.from_pretrained("acme/tiny-restore", revision="v1.0")
+    with torch.no_grad():
+        assert torch.equal(m(x, "sr_x2"), y)
+    print("offline ok")
+    """
+)
+
+
+@pytest.mark.slow
+def test_push_pull_revision_and_offline(fake_hub, hub_env, tmp_path):
+    r = subprocess.run([sys.executable, "-c", PUSH_PULL, str(tmp_path)], env=hub_env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert list(result.values()) == [True, True, True], result
+    assert ("POST", "/api/models/acme/tiny-restore/tag/main") in fake_hub.requests
+    fake_hub.stop()  # the Hub is gone: the cache alone must serve the pinned tag
+    env = dict(hub_env, HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-c", OFFLINE, str(tmp_path)], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "offline ok" in r.stdout, r.stderr[-3000:]
