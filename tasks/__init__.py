@@ -1,0 +1,32 @@
+"""Restoration tasks: MATLAB-exact degradations, the task registry, the field's metrics and benchmark evaluation.
+
+    import tasks
+    task = tasks.get_task("sr_x4")                  # .scale, .degrade(hr, generator), .protocol
+    lr = tasks.imresize(hr, 1 / 4)                  # MATLAB imresize bicubic, batched torch
+    tasks.psnr(sr, hr, crop_border=4, y_channel=True)
+    result = tasks.evaluate(model_or_callable, "Set5", "sr_x4")   # .psnr .ssim .per_image
+"""
+
+from tasks import degradations
+from tasks.evaluate import EvalResult, benchmark_root, evaluate, list_benchmarks
+from tasks.imresize import imresize
+from tasks.io import read_image, save_image
+from tasks.metrics import psnr, ssim
+from tasks.registry import COMMON_TASKS, Task, get_task, list_tasks
+
+__all__ = [
+    "COMMON_TASKS",
+    "EvalResult",
+    "Task",
+    "benchmark_root",
+    "degradations",
+    "evaluate",
+    "get_task",
+    "imresize",
+    "list_benchmarks",
+    "list_tasks",
+    "psnr",
+    "read_image",
+    "save_image",
+    "ssim",
+]

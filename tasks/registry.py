@@ -48,7 +48,12 @@ class Task:
     crop_border: int = 0
 
     def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Make the low-quality input from a batch of clean images (B, 3, H, W) in [0, 1]."""
+        """Make the low-quality input from a batch of clean images (B, 3, H, W) in [0, 1].
+
+        SR: MATLAB bicubic, rounded to uint8 levels after each pass like the official LR files (the models train on
+        the kind of LR they are scored on). Denoising: float Gaussian noise, not clipped. Deraining: synthetic rain
+        (``tasks.degradations``). Pass a ``torch.Generator`` for reproducible noise and rain.
+        """
         from tasks import degradations  # late: degradations imports the registry's users
 
         if self.kind == "sr":

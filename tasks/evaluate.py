@@ -1,0 +1,311 @@
+"""Benchmark evaluation of any restorer with the protocol of published tables (ANCHORS.md section 5).
+
+- Super-resolution: HR mod-cropped to a multiple of the scale; the official ``LR_bicubic/X{s}/<name>x{s}.png`` files
+  where the benchmark has them, otherwise LR made with MATLAB-exact ``tasks.imresize`` from the uint8 HR; Y channel,
+  ``crop_border = scale``.
+- Denoising: the seed-0 NumPy noise of the SwinIR/KAIR test scripts (``degradations.numpy_seed0_noise``) added to the
+  float HR, not clipped, not quantised; RGB PSNR/SSIM, no crop.
+- Deraining: paired ``rainy/`` + ``norain/`` folders (Rain100H layout), Y channel, no crop. A folder of clean images
+  only gets synthetic rain with a seed-0 generator per image instead.
+Outputs are clamped and rounded to uint8 before scoring. Grayscale images (Set14's bridge.png, Set12) are scored on
+their own channel; models that need RGB get the channel replicated and their output is turned back into gray with
+BT.601 weights.
+
+Benchmarks live in one folder per dataset under the benchmark root: ``root`` if given, else the ``RESTORE_BENCHMARKS``
+environment variable, else ``../shared/benchmarks`` from the current directory, else ``../shared/benchmarks`` next
+to this repository's checkout. ``benchmark`` may also be a path to any folder of images (or one with ``HR/``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from tasks import degradations
+from tasks.imresize import imresize
+from tasks.io import list_images, read_image_raw, to_uint8
+from tasks.metrics import psnr, ssim
+from tasks.registry import Task, get_task
+
+__all__ = ["EvalResult", "benchmark_root", "list_benchmarks", "evaluate", "bicubic_baseline", "ENV_VAR"]
+
+ENV_VAR = "RESTORE_BENCHMARKS"
+_ALIASES = {"b100": "BSD100", "bsd100": "BSD100", "set5": "Set5", "set14": "Set14", "rain100h": "Rain100H"}
+_GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # BT.601 luma, i.e. (65.481, 128.553, 24.966) / 219
+
+
+def benchmark_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder that holds the benchmark datasets (see the module docstring for the search order)."""
+    if root is not None:
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"benchmark root {str(path)!r} does not exist")
+        return path
+    candidates = []
+    if os.environ.get(ENV_VAR):
+        path = Path(os.environ[ENV_VAR]).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"{ENV_VAR}={str(path)!r} does not exist; point it at the benchmark folder")
+        return path
+    candidates.append(Path.cwd() / ".." / "shared" / "benchmarks")
+    candidates.append(Path(__file__).resolve().parents[1] / ".." / "shared" / "benchmarks")
+    for path in candidates:
+        if path.is_dir():
+            return path.resolve()
+    tried = ", ".join(str(p) for p in candidates)
+    raise FileNotFoundError(f"no benchmark folder found (tried {tried}); set {ENV_VAR} or pass root=")
+
+
+def list_benchmarks(root: str | os.PathLike | None = None) -> list[str]:
+    """The dataset folders under the benchmark root, sorted."""
+    base = benchmark_root(root)
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _resolve_benchmark(benchmark: str | os.PathLike, root: str | os.PathLike | None) -> tuple[str, Path]:
+    """(display name, folder) of a benchmark given by name (case-insensitive, B100 = BSD100) or by path."""
+    as_path = Path(benchmark).expanduser()
+    try:
+        base = benchmark_root(root)
+    except FileNotFoundError:
+        if as_path.is_dir():
+            return as_path.name, as_path
+        raise
+    names = list_benchmarks(base)
+    wanted = _ALIASES.get(str(benchmark).lower(), str(benchmark)).lower()
+    for name in names:
+        if name.lower() == wanted:
+            return name, base / name
+    if as_path.is_dir():
+        return as_path.name, as_path
+    raise ValueError(
+        f"unknown benchmark {str(benchmark)!r}; available under {base}: {', '.join(names)} "
+        f"(or pass the path of a folder of images)"
+    )
+
+
+@dataclass
+class EvalResult:
+    """Scores of one restorer on one benchmark and task.
+
+    Attributes:
+        benchmark: dataset name.
+        task: task name.
+        psnr: mean PSNR (dB) over the images.
+        ssim: mean SSIM over the images.
+        per_image: one ``{"name", "psnr", "ssim"}`` dict per image, in file-name order.
+        protocol: how it was scored (y_channel, crop_border, round_y, lq source).
+    """
+
+    benchmark: str
+    task: str
+    psnr: float
+    ssim: float
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def bicubic_baseline(task: str | Task) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The no-model baseline: MATLAB bicubic upscaling for SR (uint8 in, uint8 out), the input itself otherwise."""
+    task = get_task(task) if isinstance(task, str) else task
+    if task.kind != "sr":
+        return lambda lq: lq
+    return lambda lq: imresize(to_uint8(lq), task.scale)
+
+
+def _is_restoration_model(obj: Any) -> bool:
+    """Our RestorationModel (or anything shaped like it): an nn.Module with ``scale(task)`` and ``tasks``."""
+    return isinstance(obj, torch.nn.Module) and callable(getattr(obj, "scale", None)) and hasattr(obj, "tasks")
+
+
+def _ensemble_x8(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Self-ensemble over the 8 flips/rotations (IPT ``forward_x8``, SwinIR '+' rows): undo each and average."""
+    outs = []
+    for rot in range(4):
+        for flip in (False, True):
+            t = torch.rot90(x, rot, dims=(-2, -1))
+            t = t.flip(-1) if flip else t
+            y = fn(t).to(torch.float32)
+            y = y.flip(-1) if flip else y
+            outs.append(torch.rot90(y, -rot, dims=(-2, -1)))
+    return torch.stack(outs).mean(dim=0)
+
+
+def _make_restorer(
+    model: Any, task: Task, tile: int | None, overlap: int, ensemble: bool, device: str | torch.device | None
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], int | None]:
+    """A function lq (1, C, h, w) float -> restored (1, C', H, W), and the channel count it needs (None: any)."""
+    if _is_restoration_model(model):
+        if task.name not in list(model.tasks):
+            raise ValueError(f"the model serves tasks {list(model.tasks)}, not {task.name!r}")
+        import restore  # late: tasks must import without the model library (and restore imports tasks)
+
+        def run_model(lq: torch.Tensor) -> torch.Tensor:
+            return restore.restore_image(
+                model, lq, task.name, tile=tile, overlap=overlap, ensemble=ensemble, device=device
+            )
+
+        return run_model, 3
+    if not callable(model):
+        raise TypeError(f"evaluate needs a RestorationModel or a callable lq -> restored, got {type(model).__name__}")
+
+    def run_callable(lq: torch.Tensor) -> torch.Tensor:
+        fn = model
+        if tile is not None:
+            from restore.inference import tiled_forward  # late: optional for plain callables
+
+            def fn(x: torch.Tensor, _f=model) -> torch.Tensor:
+                return tiled_forward(_f, x, task.scale, tile, overlap)
+
+        x = lq.to(device) if device is not None else lq
+        with torch.no_grad():
+            return _ensemble_x8(fn, x) if ensemble else fn(x)
+
+    return run_callable, None
+
+
+def _to_gray(y: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) -> (1, 1, H, W) with BT.601 weights, in float on the input's scale (uint8 is rounded back)."""
+    w = torch.tensor(_GRAY_WEIGHTS, dtype=torch.float64, device=y.device).view(1, 3, 1, 1)
+    g = (y.to(torch.float64) * w).sum(dim=1, keepdim=True)
+    return g.round().clamp(0, 255).to(torch.uint8) if y.dtype == torch.uint8 else g.to(torch.float32)
+
+
+def _pairs(task: Task, folder: Path, noise_channel_order: str):
+    """Yield (name, lq float (1, C, h, w) in [0, 1] or unclipped, gt uint8/float (1, C, H, W)) and the lq source."""
+    hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
+    if task.kind == "derain" and (folder / "rainy").is_dir() and (folder / "norain").is_dir():
+        rainy = {p.name: p for p in list_images(folder / "rainy")}
+        clean = list_images(folder / "norain")
+        missing = [p.name for p in clean if p.name not in rainy]
+        if missing or not clean:
+            raise ValueError(f"{folder}: rainy/ and norain/ must hold the same file names; unmatched: {missing[:5]}")
+        for p in clean:
+            gt, lq = _load(p), _load(rainy[p.name])
+            yield p.stem, _as_float(lq), gt, "rainy/"
+        return
+    files = list_images(hr_dir)
+    if not files:
+        raise ValueError(f"no images in {hr_dir} (looked for {', '.join(('.png', '.jpg', '.bmp', '.tif'))} files)")
+    for p in files:
+        gt = _load(p)
+        if task.kind == "sr":
+            s = task.scale
+            h, w = gt.shape[-2:]
+            gt = gt[..., : h - h % s, : w - w % s]  # mod-crop: HR = LR size * scale
+            lr_files = sorted((folder / "LR_bicubic" / f"X{s}").glob(f"{p.stem}x{s}.*"))
+            if lr_files:
+                lq, source = _load(lr_files[0]), f"LR_bicubic/X{s}"
+                if tuple(lq.shape[-2:]) != (gt.shape[-2] // s, gt.shape[-1] // s):
+                    raise ValueError(
+                        f"{lr_files[0]} is {tuple(lq.shape[-2:])}, expected {(gt.shape[-2] // s, gt.shape[-1] // s)} "
+                        f"(HR {tuple(gt.shape[-2:])} mod-cropped by {s})"
+                    )
+            else:
+                lq, source = imresize(gt, 1.0 / s), "imresize"
+            yield p.stem, _as_float(lq), gt, source
+        elif task.kind == "denoise":
+            noisy = degradations.numpy_seed0_noise(_as_float(gt)[0], task.sigma, channel_order=noise_channel_order)
+            yield p.stem, noisy[None], gt, f"numpy seed 0 ({noise_channel_order})"
+        else:
+            g = torch.Generator().manual_seed(0)
+            hr = _as_float(gt)
+            lq = degradations.add_rain(hr.expand(-1, 3, -1, -1) if hr.shape[1] == 1 else hr, task.rain, generator=g)
+            yield p.stem, lq[:, : hr.shape[1]], gt, f"synthetic rain ({task.rain}, seed 0)"
+
+
+def _load(path: Path) -> torch.Tensor:
+    """(1, C, H, W): uint8 for 8-bit files (exact), float in [0, 1] for 16-bit ones."""
+    raw, peak = read_image_raw(path)
+    return raw.to(torch.uint8)[None] if peak == 255 else (raw.to(torch.float64) / peak).to(torch.float32)[None]
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float32) / 255 if x.dtype == torch.uint8 else x
+
+
+def evaluate(
+    model_or_callable: Any,
+    benchmark: str | os.PathLike,
+    task: str | Task,
+    root: str | os.PathLike | None = None,
+    *,
+    tile: int | None = None,
+    overlap: int = 32,
+    ensemble: bool = False,
+    device: str | torch.device | None = None,
+    limit: int | None = None,
+    round_y: bool = False,
+    noise_channel_order: str = "bgr",
+    progress: bool = False,
+) -> EvalResult:
+    """Score a restorer on a benchmark with the field's protocol for ``task``.
+
+    Args:
+        model_or_callable: a ``restore.RestorationModel`` (run through ``restore.restore_image``), or any callable
+            mapping an LQ tensor (1, C, h, w) float in [0, 1] to the restored (1, C, H, W) float in [0, 1] (or uint8).
+            Plain callables get grayscale images as one channel; models get them replicated to RGB.
+        benchmark: a dataset name under the benchmark root (``list_benchmarks()``; B100 = BSD100) or a folder path.
+        task: task name or ``Task``; its protocol (Y channel or RGB, border crop) is used.
+        root: benchmark root (default: ``RESTORE_BENCHMARKS``, then ``../shared/benchmarks``).
+        tile, overlap, ensemble: inference options passed through (tiling and x8 self-ensemble).
+        device: where the restorer runs; scores are computed on the CPU.
+        limit: score only the first ``limit`` images (by file name).
+        round_y: round Y to uint8 before scoring (MATLAB style); the default float Y reproduces the published
+            bicubic tables to 0.015 dB (see tests/tasks/test_evaluate.py).
+        noise_channel_order: "bgr" (SwinIR/KAIR/EDT) or "rgb" (Restormer) for the seed-0 denoising noise.
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`EvalResult` with mean and per-image PSNR/SSIM.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    name, folder = _resolve_benchmark(benchmark, root)
+    restorer, needs_channels = _make_restorer(model_or_callable, task, tile, overlap, ensemble, device)
+    protocol = {**task.protocol, "round_y": round_y}
+    per_image: list[dict[str, Any]] = []
+    sources: set[str] = set()
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    pairs = itertools.islice(_pairs(task, folder, noise_channel_order), limit)
+    if progress:
+        from tqdm import tqdm
+
+        pairs = tqdm(pairs, desc=f"{name} {task.name}", unit="img")
+    for img_name, lq, gt, source in pairs:
+        sources.add(source)
+        c = gt.shape[1]
+        x = lq.expand(-1, 3, -1, -1).contiguous() if (c == 1 and needs_channels == 3) else lq
+        out = restorer(x)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the restorer returned {type(out).__name__} for {img_name}; it must return a tensor")
+        out = out.detach().cpu()
+        if out.ndim == 3:
+            out = out[None]
+        if c == 1 and out.ndim == 4 and out.shape[1] == 3:
+            out = _to_gray(out)
+        expected = (1, c, gt.shape[-2], gt.shape[-1])
+        if tuple(out.shape) != expected:
+            raise ValueError(
+                f"the restorer returned shape {tuple(out.shape)} for {name}/{img_name}; expected {expected} "
+                f"(input {tuple(x.shape)}, task {task.name}, scale {task.scale})"
+            )
+        p = float(psnr(out, gt, **protocol)[0])
+        s = float(ssim(out, gt, **protocol)[0])
+        per_image.append({"name": img_name, "psnr": p, "ssim": s})
+    if not per_image:
+        raise ValueError(f"no images were evaluated in {folder}")
+    protocol["lq"] = ", ".join(sorted(sources))
+    mean_p = sum(r["psnr"] for r in per_image) / len(per_image)
+    mean_s = sum(r["ssim"] for r in per_image) / len(per_image)
+    return EvalResult(name, task.name, mean_p if math.isfinite(mean_p) else float("inf"), mean_s, per_image, protocol)
