@@ -1,0 +1,162 @@
+"""Training checkpoints ``RUN_DIR/checkpoints/step-N/``: save, find the latest complete one, resume, prune.
+
+A checkpoint directory holds DeepSpeed's files (model, optimizer and scheduler state of every ZeRO partition) plus:
+
+- ``rank-<r>.json``: that rank's data-stream position and Python/NumPy RNG states; ``rank-<r>-rng.safetensors``:
+  its torch RNG state. (DeepSpeed's ``client_state`` is written by one rank only, so per-rank state lives here.)
+- ``ema.safetensors``: the EMA weights, when the recipe keeps them; ``recipe.json``: the resolved recipe;
+  ``trainer.json``: step, images seen, wall time.
+- ``COMPLETE``: written last, by rank 0, after every rank has finished writing (a barrier). A directory without
+  it (a run killed mid-write) is never resumed from or exported, and is removed when a later run resumes.
+
+The directory layout follows torchtitan's ``step-N`` checkpoints, which also carry the data loader state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["list_checkpoints", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "COMPLETE", "atomic_write_text"]
+
+log = logging.getLogger("pretrain.checkpoint")
+COMPLETE = "COMPLETE"
+_STEP_DIR = re.compile(r"step-(\d+)")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def list_checkpoints(root: str | Path, complete_only: bool = True) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the checkpoints under ``root``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_DIR.fullmatch(p.name)
+        if m and p.is_dir() and (not complete_only or (p / COMPLETE).exists()):
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(root: str | Path) -> tuple[int, Path] | None:
+    """The newest complete checkpoint under ``root``, or None."""
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def remove_incomplete(root: str | Path) -> list[Path]:
+    """Delete checkpoint directories without a completion marker (rank 0 only). Returns what it removed."""
+    removed = []
+    for _step, p in list_checkpoints(root, complete_only=False):
+        if not (p / COMPLETE).exists():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    version, state, gauss = random.getstate()
+    np_state = np.random.get_state()
+    plain = {
+        "python": [version, list(state), gauss],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    return plain, tensors
+
+
+def _set_rng_state(plain: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    version, state, gauss = plain["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = plain["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
+
+
+def save_checkpoint(
+    trainer, root: str | Path, step: int, *, rank: int, data_state: dict, recipe: dict, info: dict,
+    keep_last: int,
+) -> Path:
+    """Save ``step-<step>`` under ``root`` from every rank (collective), mark it complete, prune old ones."""
+    import torch.distributed as dist
+
+    root = Path(root)
+    tag = f"step-{step}"
+    path = root / tag
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not (path / COMPLETE).exists():
+            shutil.rmtree(path)  # a leftover of a killed save at the same step
+    dist.barrier()
+    trainer.engine.save_checkpoint(str(root), tag=tag, client_state={"pretrain_step": step}, save_latest=False)
+    plain, tensors = _rng_state()
+    atomic_write_text(path / f"rank-{rank}.json", json.dumps({"step": step, "data": data_state, "rng": plain}))
+    _atomic_save_tensors(tensors, path / f"rank-{rank}-rng.safetensors")
+    if rank == 0:
+        if trainer.ema is not None:
+            _atomic_save_tensors(trainer.ema.shadow, path / "ema.safetensors")
+        atomic_write_text(path / "recipe.json", json.dumps(recipe, indent=1))
+        atomic_write_text(path / "trainer.json", json.dumps({"step": step, **info}, indent=1))
+    dist.barrier()  # every rank's files are on disk before the marker
+    if rank == 0:
+        atomic_write_text(path / COMPLETE, f"{step}\n")
+        for _s, old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return path
+
+
+def load_checkpoint(trainer, path: str | Path, *, rank: int) -> dict[str, Any]:
+    """Restore engine, EMA and this rank's RNG from ``path``; returns ``{"step", "data"}`` for the loop."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / COMPLETE).exists():
+        raise FileNotFoundError(f"{path} has no {COMPLETE} marker: it was interrupted mid-write; resume from another")
+    load_path, _client = trainer.engine.load_checkpoint(
+        str(path.parent), tag=path.name, load_optimizer_states=True, load_lr_scheduler_states=True
+    )
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed could not load the checkpoint at {path}")
+    if trainer.ema is not None:
+        ema_file = path / "ema.safetensors"
+        if ema_file.exists():
+            trainer.ema.shadow = load_file(str(ema_file))
+        else:
+            log.warning("%s has no EMA weights; the EMA restarts from the current weights", path)
+    rank_file = path / f"rank-{rank}.json"
+    step = int((path / COMPLETE).read_text().strip())
+    if not rank_file.exists():  # a different world size than the saved run
+        log.warning("%s has no state for rank %d: its data stream restarts at step %d", path, rank, step)
+        return {"step": step, "data": {"step": step}}
+    state = json.loads(rank_file.read_text())
+    _set_rng_state(state["rng"], load_file(str(path / f"rank-{rank}-rng.safetensors")))
+    return {"step": state["step"], "data": state["data"]}

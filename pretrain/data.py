@@ -1,0 +1,319 @@
+"""The streaming multi-task data pipeline: webdataset shards -> RGB patches -> task degradations -> batches.
+
+The stream is a deterministic function of (seed, step, rank) plus a small saved position, so a killed run that
+resumes from a checkpoint sees exactly the batches the uninterrupted run would have seen:
+
+- Every rank runs ``max(1, num_workers)`` sub-streams; step ``s`` of a rank is always served by sub-stream
+  ``s % num_workers`` (``DataLoader`` hands out worker batches round-robin, and on resume worker ``w`` takes the
+  saved position of sub-stream ``(start + w) % num_workers``).
+- A sub-stream walks shards in a seeded per-epoch order. Shards are split across all sub-streams of all ranks
+  (webdataset's ``split_by_node`` + ``split_by_worker`` idea); with fewer shards than sub-streams the split is by
+  record instead. The stream never ends (epochs repeat), so no rank runs out of data before the others: the
+  uneven-shard hang of ECOSYSTEM.md section 2 cannot happen, and the loop stops every rank at the same step.
+- Each batch carries the sub-stream's position after it (epoch, shard index, record index, skip counts); the
+  main process keeps the position of the last *consumed* batch per sub-stream, which is what a checkpoint saves.
+- Crops, flips, rotations and degradation noise use a generator seeded from (seed, step, rank).
+
+Bad data never stops the run: an unreadable or truncated shard, a garbage member, or an image smaller than the
+patch is skipped, counted and (rate-limited) logged. A whole epoch without one usable sample raises, because that
+would otherwise spin forever.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+__all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "task_plan", "SKIP_KINDS"]
+
+log = logging.getLogger("pretrain.data")
+SKIP_KINDS = ("small", "corrupt", "bad_shard")
+_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
+
+
+@dataclass
+class Batch:
+    """One task's part of a step: ``lq`` (B, 3, h, w) model input, ``gt`` (B, 3, s*h, s*w) target, in [0, 1]."""
+
+    lq: torch.Tensor
+    gt: torch.Tensor
+    task: str
+
+
+@dataclass
+class StepData:
+    """What one training step consumes: one `Batch` per task in this step, and the stream bookkeeping."""
+
+    step: int
+    batches: dict[str, Batch]
+    stream: int = 0
+    position: dict[str, Any] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)  # the samples' webdataset keys, for provenance and tests
+
+    @property
+    def images(self) -> int:
+        return sum(b.gt.shape[0] for b in self.batches.values())
+
+
+def expand_urls(data: str | list[str]) -> list[str]:
+    """Shard URLs from a spec: entries separated by ``::`` (webdataset's convention; ``pipe:`` commands hold
+    spaces) or a list, each a brace pattern, a glob, a folder or a URL.
+
+    ``pipe:``, ``http(s)://``, ``hf://`` and other URLs pass through to webdataset's ``gopen`` unchanged.
+    """
+    import braceexpand
+
+    entries = [e.strip() for e in data.split("::") if e.strip()] if isinstance(data, str) else list(data)
+    urls: list[str] = []
+    for entry in entries:
+        for url in braceexpand.braceexpand(entry):
+            if "://" in url or url.startswith("pipe:"):
+                urls.append(url)
+            elif os.path.isdir(url):
+                urls.extend(sorted(glob.glob(os.path.join(url, "*.tar"))))
+            elif any(c in url for c in "*?["):
+                urls.extend(sorted(glob.glob(url)))
+            else:
+                urls.append(url)
+    if not urls:
+        raise ValueError(f"no shards in data={data!r}; pass shard paths or URLs, e.g. out/train-{{000000..000099}}.tar")
+    return urls
+
+
+def task_plan(tasks: tuple[str, ...], mode: str, seed: int, step: int) -> list[str]:
+    """The tasks of ``step``: all of them (EDT mode) or one drawn from (seed, step), equal on every rank (IPT)."""
+    if mode == "edt":
+        return list(tasks)
+    return [random.Random(f"{seed}:task:{step}").choice(tasks)]
+
+
+def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + rank + 1)
+
+
+class _Reader:
+    """Raw records of one sub-stream from a saved position; counts and logs what it skips."""
+
+    def __init__(self, urls: list[str], stream_id: int, n_streams: int, seed: int, position: dict | None):
+        self.urls, self.stream_id, self.n_streams, self.seed = urls, stream_id, n_streams, seed
+        pos = dict(position or {})
+        self.epoch, self.index, self.record = pos.get("epoch", 0), pos.get("index", 0), pos.get("record", 0)
+        self.skips = {k: int(pos.get("skips", {}).get(k, 0)) for k in SKIP_KINDS}
+        self.used_in_epoch = 0
+        self._warned = 0
+
+    def position(self) -> dict[str, Any]:
+        shards, _ = self._shards(self.epoch)
+        shard = shards[self.index] if self.index < len(shards) else None
+        return {"epoch": self.epoch, "index": self.index, "record": self.record, "shard": shard,
+                "skips": dict(self.skips)}
+
+    def skip(self, kind: str, what: str) -> None:
+        self.skips[kind] += 1
+        if self._warned < 20 or self.skips[kind] in (100, 1000, 10_000, 100_000):  # rate-limited: bad data can be common
+            self._warned += 1
+            log.warning("skipped (%s, %d so far on stream %d): %s", kind, self.skips[kind], self.stream_id, what)
+
+    def _shards(self, epoch: int) -> tuple[list[str], bool]:
+        order = list(self.urls)
+        random.Random(f"{self.seed}:shards:{epoch}").shuffle(order)
+        if len(order) >= self.n_streams:
+            return order[self.stream_id :: self.n_streams], False
+        return order, True  # too few shards: every sub-stream reads all, keeping every n-th record
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import webdataset as wds
+
+        while True:
+            shards, by_record = self._shards(self.epoch)
+            if self.index >= len(shards):
+                if self.used_in_epoch == 0:
+                    raise RuntimeError(
+                        f"sub-stream {self.stream_id} read a whole epoch of {len(shards)} shards without one usable "
+                        f"sample (skips: {self.skips}); check the shard URLs and that images are larger than the patch"
+                    )
+                self.epoch, self.index, self.record, self.used_in_epoch = self.epoch + 1, 0, 0, 0
+                continue
+            url = shards[self.index]
+            failed: list[Exception] = []
+
+            def handler(exn: Exception) -> bool:
+                failed.append(exn)
+                return True  # keep going: the shard ends here, the run goes on
+
+            n = 0
+            for sample in wds.tariterators.tarfile_samples([{"url": url}], handler=handler):
+                n += 1
+                if n <= self.record or (by_record and (n - 1) % self.n_streams != self.stream_id):
+                    if n > self.record:
+                        self.record = n
+                    continue
+                self.record = n
+                yield sample
+            if failed:
+                self.skip("bad_shard", f"{url}: {failed[0]}")
+            self.index, self.record = self.index + 1, 0
+
+
+def _decode(sample: dict[str, Any]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from the first image member; grayscale, CMYK and palette images are converted."""
+    from PIL import Image
+
+    key = next((k for k in _IMAGE_KEYS if k in sample), None)
+    if key is None:
+        raise ValueError(f"no image member (has {sorted(k for k in sample if not k.startswith('__'))})")
+    with Image.open(io.BytesIO(sample[key])) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _crop_augment(img: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
+    """A random ``size`` x ``size`` crop with random flips and 90-degree rotation -> (3, size, size) uint8."""
+    h, w = img.shape[:2]
+    top = int(torch.randint(0, h - size + 1, (1,), generator=g))
+    left = int(torch.randint(0, w - size + 1, (1,), generator=g))
+    patch = torch.from_numpy(img[top : top + size, left : left + size].copy()).permute(2, 0, 1)  # PIL arrays are read-only
+    hflip, vflip, rot = (int(v) for v in torch.randint(0, 2, (3,), generator=g))
+    if hflip:
+        patch = patch.flip(-1)
+    if vflip:
+        patch = patch.flip(-2)
+    if rot:
+        patch = patch.transpose(-1, -2)
+    return patch
+
+
+class ShardStream(IterableDataset):
+    """Infinite stream of `StepData` for one rank, from ``start_step`` on.
+
+    Args:
+        urls: shard URLs (see `expand_urls`).
+        tasks: task names; each task's degradation comes from ``tasks.get_task(name).degrade``.
+        mode: ``"edt"`` (every step has all tasks) or ``"ipt"`` (one task per step).
+        batch_size: images per task per step.
+        lr_patch: input patch side for SR tasks (HR patch = ``lr_patch * scale``).
+        dn_patch: patch side of scale-1 tasks.
+        seed, rank, world_size: the stream is a function of these and the step.
+        num_workers: sub-streams per rank (must equal the DataLoader's ``num_workers``, 0 counts as 1).
+        start_step: first step this stream serves.
+        positions: saved positions per sub-stream (from `DataStream.state_dict`), or None to start fresh.
+    """
+
+    def __init__(
+        self, urls: list[str], tasks: tuple[str, ...], *, mode: str = "edt", batch_size: int = 4, lr_patch: int = 48,
+        dn_patch: int = 192, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+        start_step: int = 0, positions: dict[int, dict] | None = None,
+    ):
+        from tasks.registry import get_task
+
+        self.urls, self.tasks, self.mode = list(urls), tuple(tasks), mode
+        self.task_objs = {t: get_task(t) for t in self.tasks}
+        self.batch_size, self.lr_patch, self.dn_patch = batch_size, lr_patch, dn_patch
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.n_sub = max(1, num_workers)
+        self.start_step = start_step
+        self.positions = {int(k): v for k, v in (positions or {}).items()}
+
+    def hr_patch(self, task: str) -> int:
+        t = self.task_objs[task]
+        return self.lr_patch * t.scale if t.scale > 1 else self.dn_patch
+
+    def __iter__(self) -> Iterator[StepData]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        sub = (self.start_step + worker) % self.n_sub
+        reader = _Reader(self.urls, self.rank * self.n_sub + sub, self.world_size * self.n_sub, self.seed,
+                         self.positions.get(sub))
+        records = iter(reader)
+        step = self.start_step + worker
+        while True:
+            g = _step_generator(self.seed, step, self.rank)
+            batches, keys = {}, []
+            for task in task_plan(self.tasks, self.mode, self.seed, step):
+                size = self.hr_patch(task)
+                patches = []
+                while len(patches) < self.batch_size:
+                    sample = next(records)
+                    try:
+                        img = _decode(sample)
+                    except Exception as err:  # any decoder error means a bad record, never a dead run
+                        reader.skip("corrupt", f"{sample.get('__url__')}:{sample.get('__key__')}: {err}")
+                        continue
+                    if min(img.shape[:2]) < size:
+                        reader.skip("small", f"{sample.get('__key__')} is {img.shape[1]}x{img.shape[0]} < {size}")
+                        continue
+                    reader.used_in_epoch += 1
+                    keys.append(f"{sample.get('__url__')}:{sample.get('__key__')}")
+                    patches.append(_crop_augment(img, size, g))
+                gt = torch.stack(patches).float().div_(255.0)  # (B, 3, S, S)
+                lq = self.task_objs[task].degrade(gt, generator=g)
+                batches[task] = Batch(lq=lq, gt=gt, task=task)
+            yield StepData(step=step, batches=batches, stream=sub, position=reader.position(), keys=keys)
+            step += self.n_sub
+
+
+class DataStream:
+    """The iterator the training loop consumes: a `DataLoader` over a `ShardStream`, with resumable state.
+
+    ``state_dict()`` holds the next step and the position of each sub-stream after its last consumed batch;
+    pass it back as ``state`` to continue exactly there (same world size and ``num_workers``).
+    """
+
+    def __init__(
+        self, urls: list[str], tasks: tuple[str, ...], *, mode: str, batch_size: int, lr_patch: int,
+        dn_patch: int, seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
+    ):
+        state = state or {}
+        if state and (state.get("world_size") != world_size or state.get("num_workers") != num_workers):
+            log.warning(
+                "data stream state is for world_size=%s num_workers=%s, this run has %s and %s: the data order "
+                "restarts from the saved step without the saved shard positions",
+                state.get("world_size"), state.get("num_workers"), world_size, num_workers,
+            )
+            state = {"step": state.get("step", 0)}
+        self.step = int(state.get("step", 0))
+        self.positions: dict[int, dict] = {int(k): v for k, v in state.get("positions", {}).items()}
+        self.world_size, self.num_workers = world_size, num_workers
+        self.dataset = ShardStream(
+            urls, tasks, mode=mode, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed,
+            rank=rank, world_size=world_size, num_workers=num_workers, start_step=self.step,
+            positions=self.positions,
+        )
+        self.loader = DataLoader(
+            self.dataset, batch_size=None, num_workers=num_workers, persistent_workers=False,
+            prefetch_factor=2 if num_workers else None,
+        )
+        self._it: Iterator[StepData] | None = None
+
+    def __iter__(self) -> "DataStream":
+        return self
+
+    def __next__(self) -> StepData:
+        if self._it is None:
+            self._it = iter(self.loader)
+        data = next(self._it)
+        if data.step != self.step:  # would mean the round-robin assumption broke: fail loudly, not silently
+            raise RuntimeError(f"data stream served step {data.step} where step {self.step} was expected")
+        self.positions[data.stream] = data.position
+        self.step += 1
+        return data
+
+    def skips(self) -> dict[str, int]:
+        """Records skipped so far on this rank, by kind (``small``, ``corrupt``, ``bad_shard``)."""
+        total = dict.fromkeys(SKIP_KINDS, 0)
+        for pos in self.positions.values():
+            for k, v in pos.get("skips", {}).items():
+                total[k] += v
+        return total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "world_size": self.world_size, "num_workers": self.num_workers,
+                "positions": {str(k): v for k, v in self.positions.items()}}

@@ -1,0 +1,154 @@
+"""The training loop, readable in one screen (nanoGPT's ``train.py`` shape):
+batch -> forward -> loss -> backward -> step -> log -> validate -> checkpoint.
+
+It takes any iterator of `pretrain.data.StepData` with ``state_dict()`` (the pretraining `DataStream`, or a
+fine-tuning source) and an optional ``on_validate(step, model) -> {name: value}`` callback, so `finetune` reuses
+it unchanged with its own data and validation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from pretrain.checkpoint import save_checkpoint
+from pretrain.data import SKIP_KINDS, StepData
+from pretrain.engine import Trainer
+from pretrain.telemetry import RunLogger
+
+__all__ = ["LoopResult", "train_loop"]
+
+Validate = Callable[[int, nn.Module], dict[str, float]]
+
+
+@dataclass
+class LoopResult:
+    """What the loop did: last step, last logged losses, skipped records (all ranks), validation history."""
+
+    step: int
+    losses: dict[str, float] = field(default_factory=dict)
+    skips: dict[str, int] = field(default_factory=dict)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _all_reduce_mean(values: dict[str, float], world_size: int) -> dict[str, float]:
+    if world_size == 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / world_size for k, v in zip(keys, t)}
+
+
+def _all_reduce_sum(values: dict[str, int], world_size: int) -> dict[str, int]:
+    if world_size == 1:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: int(v) for k, v in zip(keys, t)}
+
+
+def _skips(stream: Any) -> dict[str, int]:
+    return stream.skips() if hasattr(stream, "skips") else dict.fromkeys(SKIP_KINDS, 0)
+
+
+def train_loop(
+    trainer: Trainer,
+    stream: Iterator[StepData],
+    *,
+    run_dir: str | Path,
+    rank: int,
+    world_size: int,
+    start_step: int = 0,
+    recipe_dict: dict[str, Any] | None = None,
+    on_validate: Validate | None = None,
+    logger: RunLogger | None = None,
+    stop_after: int | None = None,
+) -> LoopResult:
+    """Train from ``start_step`` to ``trainer.recipe.steps`` optimizer steps.
+
+    Args:
+        trainer: the engine (`pretrain.engine.Trainer`).
+        stream: `StepData` iterator with ``state_dict()`` (saved into checkpoints) and optionally ``skips()``.
+        run_dir: checkpoints go to ``run_dir/checkpoints/step-N``.
+        rank, world_size: this process's place.
+        start_step: the step a resumed run continues from.
+        recipe_dict: the resolved recipe written into each checkpoint.
+        on_validate: called every ``val_every`` steps with the model in eval mode; on rank 0 only, except under
+            ZeRO-3 where all ranks call it (the parameters are gathered collectively).
+        logger: a `RunLogger` (one is made if None).
+        stop_after: leave after this many steps of this call (tests); the schedule still follows ``recipe.steps``.
+    """
+    r = trainer.recipe
+    ckpt_root = Path(run_dir) / "checkpoints"
+    own_logger = logger is None
+    logger = logger or RunLogger(run_dir, rank=rank, total_steps=r.steps, start_step=start_step)
+    result = LoopResult(step=start_step)
+    t_start = time.time()
+    t_window, images_window, sums, count = time.time(), 0, {}, 0
+    end = r.steps if stop_after is None else min(r.steps, start_step + stop_after)
+    for step in range(start_step + 1, end + 1):
+        out = trainer.step([next(stream) for _ in range(r.grad_accum)])
+        images_window += out.images
+        count += 1
+        for k, v in {"loss": out.loss, **{f"loss:{t}": v for t, v in out.task_losses.items()}}.items():
+            sums[k] = sums.get(k, 0.0) + v
+        result.step = step
+
+        if step % r.log_every == 0 or step == end:
+            losses = _all_reduce_mean({k: v / count for k, v in sums.items()}, world_size)
+            rate = images_window * world_size / max(1e-9, time.time() - t_window)
+            logger.log(step, {**losses, "lr": trainer.lr()}, images_per_s=rate)
+            result.losses = losses
+            t_window, images_window, sums, count = time.time(), 0, {}, 0
+
+        if on_validate is not None and r.val_every and (step % r.val_every == 0 or step == end):
+            metrics = _validate(trainer, on_validate, step, rank)
+            if rank == 0:
+                logger.log(step, {f"val:{k}": v for k, v in metrics.items()})
+                result.validation.append({"step": step, **metrics})
+
+        if step % r.ckpt_every == 0 or step == end:
+            info = {"seconds_this_run": round(time.time() - t_start, 1), "world_size": world_size}
+            path = save_checkpoint(
+                trainer, ckpt_root, step, rank=rank, data_state=stream.state_dict(),
+                recipe=recipe_dict or r.to_dict(), info=info, keep_last=r.keep_last,
+            )
+            result.checkpoints.append(str(path))
+            logger.event("checkpoint", step=step, path=str(path))
+
+    result.skips = _all_reduce_sum(_skips(stream), world_size)
+    result.seconds = round(time.time() - t_start, 2)
+    if any(result.skips.values()):
+        logger.event("skips", **result.skips)
+    if own_logger:
+        logger.close()
+    return result
+
+
+def _validate(trainer: Trainer, on_validate: Validate, step: int, rank: int) -> dict[str, float]:
+    model = trainer.module
+    metrics: dict[str, float] = {}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        if trainer.recipe.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(model.parameters())):
+                metrics = on_validate(step, model)
+        elif rank == 0:
+            metrics = on_validate(step, model)
+    model.train(was_training)
+    if dist.is_initialized():
+        dist.barrier()
+    return metrics

@@ -1,0 +1,165 @@
+"""``pretrain run``: build the model, engine and data stream from a recipe, resume if asked, train.
+
+Parse, build, run, close (STYLE.md): all logic lives in `pretrain.engine`, `pretrain.data`, `pretrain.loop` and
+`pretrain.checkpoint`; this module wires them. The same entry works as one plain process (it sets up a one-rank
+environment), under ``deepspeed --num_gpus N`` / ``--hostfile`` and under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from pretrain.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, remove_incomplete
+from pretrain.data import DataStream, StepData, expand_urls
+from pretrain.launch import DistInfo, init_distributed, setup_single_rank_env
+from pretrain.loop import LoopResult, train_loop
+from pretrain.recipes import Recipe, recipe_from_dict
+from pretrain.telemetry import RunLogger
+
+__all__ = ["run_pretraining", "run_training", "benchmark_validator", "MODEL_KEYS"]
+
+log = logging.getLogger("pretrain.train")
+MODEL_KEYS = ("variant", "tasks", "arch")  # a resumed run must not change these: the checkpoint would not fit
+
+
+def benchmark_validator(
+    pairs: tuple[str, ...], limit: int = 0, root: str | None = None
+) -> Callable[[int, nn.Module], dict]:
+    """``on_validate`` scoring ``task:Benchmark`` pairs with ``tasks.evaluate`` (PSNR with the task's protocol).
+
+    ``limit`` > 0 scores only the first ``limit`` images of each benchmark (a quick signal during pretraining).
+    """
+
+    def validate(step: int, model: nn.Module) -> dict[str, float]:
+        import copy
+
+        from tasks import evaluate
+
+        if next(model.parameters()).dtype != torch.float32:  # bf16/fp16 engines: score a float copy
+            model = copy.deepcopy(model).float()
+        out = {}
+        for pair in pairs:
+            task, bench = pair.split(":", 1)
+            try:
+                result = evaluate(model, bench, task=task, root=root, limit=limit or None)
+            except (FileNotFoundError, ValueError) as err:  # a benchmark not on this machine: skip, say why
+                log.warning("validation on %s skipped: %s", pair, err)
+                continue
+            out[f"{task}/{bench}/psnr"] = float(result.psnr)
+        return out
+
+    return validate
+
+
+def run_pretraining(
+    recipe: Recipe,
+    *,
+    run_dir: str | Path,
+    data: str | None = None,
+    resume: str | None = None,
+    on_validate: Callable[[int, nn.Module], dict] | None = None,
+    stop_after: int | None = None,
+    model: nn.Module | None = None,
+    stream_factory: Callable[[DistInfo, dict | None], Iterator[StepData]] | None = None,
+) -> LoopResult:
+    """Train ``recipe`` into ``run_dir``; ``resume="auto"`` continues from the latest complete checkpoint there.
+
+    Args:
+        recipe: the resolved recipe.
+        run_dir: output folder (checkpoints, logs); on many nodes it must be a shared filesystem.
+        data: shard URLs (overrides ``recipe.data``).
+        resume: None (fresh run), ``"auto"`` (latest complete checkpoint in ``run_dir`` if any) or a
+            ``step-N`` directory.
+        on_validate: validation callback; by default the recipe's ``val`` pairs through ``tasks.evaluate``.
+        stop_after: leave after this many steps (tests simulate interruptions with it).
+        model: the model to train (default: a fresh ``RestorationModel(recipe.variant, recipe.tasks, arch)``);
+            fine-tuning passes a pretrained one. Its variant, tasks and arch must match the recipe (export
+            rebuilds the model from the recipe).
+        stream_factory: ``(dist_info, saved_state) -> iterator of StepData with state_dict()``, replacing the
+            shard stream (fine-tuning's paired data); ``saved_state`` is None on a fresh start.
+    """
+    from restore.model import RestorationModel
+
+    data = data or recipe.data
+    if not data and stream_factory is None:
+        raise ValueError("no training data: pass --data 'shards/train-{000000..000099}.tar' or set data=... ")
+    urls = expand_urls(data) if stream_factory is None else []
+    if data and data != recipe.data:
+        from dataclasses import replace
+
+        recipe = replace(recipe, data=data)
+    setup_single_rank_env()
+    info = init_distributed()
+    run_dir = Path(run_dir)
+    ckpt_root = run_dir / "checkpoints"
+
+    resume_path = None
+    if resume == "auto":
+        found = latest_checkpoint(ckpt_root)
+        resume_path = found[1] if found else None
+    elif resume:
+        resume_path = Path(resume)
+    if resume_path is not None:
+        saved = recipe_from_dict(json.loads((resume_path / "recipe.json").read_text()))
+        for key in MODEL_KEYS:
+            if getattr(saved, key) != getattr(recipe, key):
+                raise ValueError(
+                    f"cannot resume {resume_path}: it was trained with {key}={getattr(saved, key)!r}, this run "
+                    f"asks for {getattr(recipe, key)!r}. Use another --out, or the same {key}."
+                )
+
+    torch.manual_seed(recipe.seed)  # identical initial weights on every rank (ZeRO-3 partitions local copies)
+    if model is None:
+        model = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
+    micro_batch = recipe.batch_size * (len(recipe.tasks) if recipe.mode == "edt" else 1)
+    from pretrain.engine import Trainer  # late: imports deepspeed
+
+    trainer = Trainer(model, recipe, micro_batch, info.world_size)
+
+    start_step, data_state = 0, None
+    if info.rank == 0:
+        removed = remove_incomplete(ckpt_root)
+        for p in removed:
+            log.warning("removed %s: a checkpoint interrupted mid-write", p)
+    if resume_path is not None:
+        restored = load_checkpoint(trainer, resume_path, rank=info.rank)
+        start_step, data_state = restored["step"], restored["data"]
+
+    if stream_factory is not None:
+        stream = stream_factory(info, data_state)
+    else:
+        stream = DataStream(
+            urls, recipe.tasks, mode=recipe.mode, batch_size=recipe.batch_size, lr_patch=recipe.lr_patch,
+            dn_patch=recipe.dn_patch, seed=recipe.seed, rank=info.rank, world_size=info.world_size,
+            num_workers=recipe.num_workers, state=data_state,
+        )
+    logger = RunLogger(run_dir, rank=info.rank, total_steps=recipe.steps, start_step=start_step)
+    if info.rank == 0:
+        atomic_write_text(run_dir / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
+        atomic_write_text(run_dir / "ds_config.json", json.dumps(trainer.ds_config, indent=1))
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.event("start", recipe=recipe.name, variant=recipe.variant, tasks=",".join(recipe.tasks),
+                 world_size=info.world_size, shards=len(urls), params=n_params, start_step=start_step,
+                 resumed_from=str(resume_path) if resume_path else None)
+    if on_validate is None and recipe.val:
+        on_validate = benchmark_validator(recipe.val, recipe.val_images)
+    result = train_loop(
+        trainer, stream, run_dir=run_dir, rank=info.rank, world_size=info.world_size, start_step=start_step,
+        recipe_dict=recipe.to_dict(), on_validate=on_validate, logger=logger, stop_after=stop_after,
+    )
+    logger.event("end", step=result.step, seconds=result.seconds, **{f"skipped_{k}": v for k, v in result.skips.items()})
+    if info.rank == 0:
+        summary: dict[str, Any] = {"step": result.step, "losses": result.losses, "skips": result.skips,
+                                   "validation": result.validation, "seconds": result.seconds}
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+    logger.close()
+    return result
+
+
+run_training = run_pretraining  # the name fine-tuning reads better with: same function

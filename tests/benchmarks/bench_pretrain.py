@@ -1,0 +1,129 @@
+"""Pretraining throughput: the data pipeline (samples/s per core, with degradation) and the smoke recipe's training.
+
+    DS_ACCELERATOR=cpu .venv/bin/python tests/benchmarks/bench_pretrain.py [--images N] [--steps N]
+
+1. Shards are built from the shared ImageNet sample (real JPEG sizes). One core (``torch.set_num_threads(1)``,
+   ``num_workers=0``) then runs the stream with the EDT-B recipe's patches (LR 48 for SR, 192 for denoise/derain):
+   the reference is decode + crop + flips only (identity degradation), then the real degradations. Ratios are
+   against that reference in the same process.
+2. The smoke recipe trains in this process as one DeepSpeed rank (ZeRO-2, fp32) on the same shards; the reference is
+   a plain PyTorch AdamW loop on one pre-made batch (no data loading, no DeepSpeed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+import logging  # noqa: E402
+
+import torch  # noqa: E402
+
+logging.getLogger("pretrain.data").setLevel(logging.ERROR)  # small-image skips are expected at 192 px patches
+
+CORPUS = Path(os.environ.get("RESTORE_SHARED", "/work/shared")) / "corpus" / "imagenet-sample"
+
+
+def build(tmp: Path, n: int) -> list[str]:
+    from pretrain.shards import build_shards
+
+    src = tmp / "src" / "n00000000"
+    src.mkdir(parents=True)
+    for f in sorted(CORPUS.glob("*.JPEG"))[:n]:
+        (src / f.name).symlink_to(f)
+    t = time.perf_counter()
+    s = build_shards(tmp / "src", str(tmp / "shards" / "train-%04d.tar"), maxcount=64, workers=1, progress=False)
+    dt = time.perf_counter() - t
+    print(f"shards: {s.samples} images, {s.bytes / 1e6:.1f} MB in {len(s.shards)} shards: "
+          f"{s.samples / dt:.0f} images/s on 1 process (verify + copy)")
+    return s.shards
+
+
+def stream_rate(urls: list[str], tasks: tuple[str, ...], degrade: bool, samples: int) -> float:
+    from pretrain.data import ShardStream
+
+    ds = ShardStream(urls, tasks, mode="edt", batch_size=4, lr_patch=48, dn_patch=192, seed=0)
+    if not degrade:
+        for t in ds.task_objs:  # reference: the same pipeline with the degradation replaced by identity
+            object.__setattr__(ds.task_objs[t], "degrade", lambda hr, generator=None: hr)
+    it = iter(ds)
+    next(it)  # warm-up: imports, first shard open
+    t, n = time.perf_counter(), 0
+    while n < samples:
+        n += next(it).images
+    return n / (time.perf_counter() - t)
+
+
+def train_rates(urls: list[str], steps: int) -> tuple[float, float]:
+    from pretrain.data import DataStream
+    from pretrain.engine import Trainer
+    from pretrain.launch import init_distributed, setup_single_rank_env
+    from pretrain.recipes import get_recipe
+    from restore.model import RestorationModel
+
+    recipe = get_recipe("smoke", ["num_workers=0", "ema=0"])
+    torch.manual_seed(0)
+    model = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
+    stream = DataStream(urls, recipe.tasks, mode="edt", batch_size=recipe.batch_size, lr_patch=recipe.lr_patch,
+                        dn_patch=recipe.dn_patch, seed=0, rank=0, world_size=1, num_workers=0)
+    batch = next(stream)
+    ref = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
+    opt = torch.optim.AdamW(ref.parameters(), lr=1e-3)
+
+    def plain_step():
+        out = ref.forward_multi({t: b.lq for t, b in batch.batches.items()})
+        loss = sum((out[t] - b.gt).abs().mean() for t, b in batch.batches.items())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    plain_step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        plain_step()
+    plain = steps * batch.images / (time.perf_counter() - t)
+
+    setup_single_rank_env()
+    init_distributed()
+    trainer = Trainer(model, recipe, micro_batch=batch.images, world_size=1)
+    trainer.step([next(stream)])
+    t = time.perf_counter()
+    images = sum(trainer.step([next(stream)]).images for _ in range(steps))
+    engine = images / (time.perf_counter() - t)
+    return plain, engine
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--images", type=int, default=120, help="corpus images to shard")
+    p.add_argument("--samples", type=int, default=96, help="samples timed per pipeline setting")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores visible, 1 thread used; machine load {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as d:
+        urls = build(Path(d), args.images)
+        rows = []
+        for name, tasks in (("sr_x2,sr_x3,sr_x4 (LR 48)", ("sr_x2", "sr_x3", "sr_x4")),
+                            ("denoise_g25 (192)", ("denoise_g25",)),
+                            ("derain (192)", ("derain",))):
+            ref = stream_rate(urls, tasks, False, args.samples)
+            deg = stream_rate(urls, tasks, True, args.samples)
+            rows.append((name, ref, deg))
+        print("\n| tasks | decode+crop samples/s/core (ref) | with degradation | ratio |\n|---|---|---|---|")
+        for name, ref, deg in rows:
+            print(f"| {name} | {ref:.1f} | {deg:.1f} | {deg / ref:.2f} |")
+        plain, engine = train_rates(urls, args.steps)
+        print("\n| smoke recipe training (1 rank, 1 thread) | images/s | ratio |\n|---|---|---|")
+        print(f"| plain PyTorch AdamW, one pre-made batch (ref) | {plain:.1f} | 1.00 |")
+        print(f"| DeepSpeed ZeRO-2 engine + streaming data | {engine:.1f} | {engine / plain:.2f} |")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    main()
