@@ -415,8 +415,8 @@ def _parse_value(text: str) -> Any:
         return text  # bare strings such as pixelshuffle
 
 
-def convert_main(argv: list[str] | None = None) -> int:
-    """``restore convert SRC OUT --family hat [--arch key=value ...] [--tasks t ...]``: write our hub format."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``restore convert`` argument parser."""
     p = argparse.ArgumentParser(prog="restore convert", description="convert an official checkpoint to our format")
     p.add_argument("src", help="official checkpoint (.pth/.pt/.safetensors)")
     p.add_argument("out", help="output folder (config.json + model.safetensors + README.md)")
@@ -424,6 +424,12 @@ def convert_main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", nargs="*", default=[], metavar="KEY=VALUE",
                    help="official constructor arguments, values in JSON (e.g. img_range=1.0 depths=[6,6])")
     p.add_argument("--tasks", nargs="*", default=None, help="our task names for the heads, in head order")
+    return p
+
+
+def convert_main(argv: list[str] | None = None) -> int:
+    """``restore convert SRC OUT --family hat [--arch key=value ...] [--tasks t ...]``: write our hub format."""
+    p = build_parser()
     args = p.parse_args(argv)
     kwargs = {}
     for item in args.arch:

@@ -1,0 +1,416 @@
+"""Fine-tuning data: HR images degraded on the fly by the task, or paired LQ/GT files cropped in register.
+
+Sources (``--train``, one or more, concatenated per task):
+
+- a folder of images (searched recursively; an ImageNet-style tree works): each task degrades random HR crops on
+  the fly with ``tasks.get_task(name).degrade``, as in pretraining;
+- a DIV2K-style folder: ``*HR/`` plus ``*LR_bicubic/X<s>/<name>x<s>.png`` (DIV2K's ``DIV2K_train_HR`` +
+  ``DIV2K_train_LR_bicubic``, Flickr2K's ``Flickr2K_HR`` + ``Flickr2K_LR_bicubic``, or the benchmark layout
+  ``HR/`` + ``LR_bicubic/X2/``): an ``sr_x<s>`` task trains on the stored pairs when ``X<s>`` exists, other tasks
+  degrade the HR images;
+- a ``rainy/`` + ``norain/`` folder (the Rain100H/Rain100L layout): derain tasks train on the pairs;
+- webdataset shards (``.tar`` paths, brace patterns, URLs): `pretrain.data.DataStream`, unchanged.
+
+Pairs are checked before training: every GT needs its LQ partner (and the reverse) and the sizes must agree
+(``LQ = GT // scale``, DIV2K's convention); every problem is reported at once, by file name. Images smaller than
+the patch are left out with a warning.
+
+The stream is a function of (seed, step, rank), like `pretrain.data.ShardStream`: sample ``k`` of a task is image
+``perm_epoch[k % N]`` of a per-epoch seeded permutation, and crops, flips and degradation noise come from a generator
+seeded with (seed, step, rank). Its state is therefore just the next step, and a resumed run sees exactly the
+batches of an uninterrupted one. It yields `pretrain.data.StepData`, what `pretrain.loop.train_loop` consumes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pretrain.data import Batch, StepData
+from tasks.io import IMAGE_EXTENSIONS, list_images
+from tasks.registry import Task, get_task
+
+__all__ = ["Pair", "DataError", "TrainingData", "scan_training_data", "PairStream", "is_shard_spec", "build_stream"]
+
+log = logging.getLogger("finetune.data")
+_MAX_LISTED = 20  # problems named in one error message
+
+
+class DataError(ValueError):
+    """The training data cannot be used as given (missing folder, unpaired or mis-sized files)."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training image: ``gt`` and its stored low-quality partner ``lq`` (None: degrade ``gt`` on the fly)."""
+
+    gt: str
+    lq: str | None = None
+
+
+@dataclass
+class TrainingData:
+    """Training images per task, plus a one-line description per source for the model card."""
+
+    pairs: dict[str, list[Pair]]
+    descriptions: list[str]
+    names: list[str]
+
+    def describe(self) -> str:
+        return "; ".join(self.descriptions)
+
+
+def is_shard_spec(spec: str) -> bool:
+    """True for webdataset shard specs: ``.tar`` files, brace patterns, URLs, or a folder holding only tars."""
+    if "://" in spec or spec.startswith("pipe:") or "{" in spec or spec.endswith(".tar"):
+        return True
+    p = Path(spec)
+    if p.is_dir():
+        entries = [e for e in p.iterdir() if not e.name.startswith(".")]
+        return bool(entries) and all(e.suffix == ".tar" for e in entries)
+    return False
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file header (PIL reads no pixels for this)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.height, im.width
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _hr_folders(root: Path) -> list[tuple[Path, Path | None]]:
+    """DIV2K-style (HR folder, LR_bicubic folder or None) pairs in or at ``root``."""
+    found = []
+    if root.name.endswith("HR"):
+        candidates = [root]
+    else:
+        candidates = sorted(p for p in root.iterdir() if p.is_dir() and p.name.endswith("HR"))
+    for hr in candidates:
+        prefix = hr.name[: -len("HR")]
+        lr = hr.parent / f"{prefix}LR_bicubic"
+        found.append((hr, lr if lr.is_dir() else None))
+    return found
+
+
+def _lr_stem(stem: str, scale: int) -> str:
+    """The HR stem an LR file belongs to: ``0001x2`` -> ``0001`` (DIV2K and the benchmarks name them so)."""
+    return re.sub(f"x{scale}$", "", stem)
+
+
+def _sr_pairs(hr_dir: Path, lr_dir: Path, scale: int, problems: list[str]) -> list[Pair]:
+    hr_files = list_images(hr_dir)
+    lr_by_stem: dict[str, Path] = {}
+    for p in list_images(lr_dir):
+        lr_by_stem.setdefault(_lr_stem(p.stem, scale), p)
+    base = hr_dir.parent
+    pairs = []
+    for hr in hr_files:
+        lr = lr_by_stem.pop(hr.stem, None)
+        if lr is None:
+            problems.append(
+                f"{_rel(hr, base)} has no LR partner in {_rel(lr_dir, base)} (expected {hr.stem}x{scale}.png)"
+            )
+            continue
+        (h, w), (lh, lw) = _image_size(hr), _image_size(lr)
+        if (lh, lw) != (h // scale, w // scale):
+            problems.append(
+                f"{_rel(lr, base)} is {lw}x{lh} but its HR {hr.name} is {w}x{h}: at x{scale} the LR must be "
+                f"{w // scale}x{h // scale}"
+            )
+            continue
+        pairs.append(Pair(gt=str(hr), lq=str(lr)))
+    for stem, lr in sorted(lr_by_stem.items()):
+        problems.append(f"{_rel(lr, base)} has no HR partner in {_rel(hr_dir, base)} (expected {stem}.png)")
+    return pairs
+
+
+def _rain_pairs(root: Path, problems: list[str]) -> list[Pair]:
+    rainy = {p.name: p for p in list_images(root / "rainy")}
+    pairs = []
+    for clean in list_images(root / "norain"):
+        lq = rainy.pop(clean.name, None)
+        if lq is None:
+            problems.append(f"norain/{clean.name} has no partner rainy/{clean.name}")
+            continue
+        if _image_size(lq) != _image_size(clean):
+            (h, w), (lh, lw) = _image_size(clean), _image_size(lq)
+            problems.append(f"rainy/{lq.name} is {lw}x{lh} but norain/{clean.name} is {w}x{h}: they must match")
+            continue
+        pairs.append(Pair(gt=str(clean), lq=str(lq)))
+    for name in sorted(rainy):
+        problems.append(f"rainy/{name} has no partner norain/{name}")
+    return pairs
+
+
+def _all_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def _patch_gt(task: Task, lr_patch: int, dn_patch: int) -> int:
+    return lr_patch * task.scale if task.scale > 1 else dn_patch
+
+
+def scan_training_data(specs: list[str], task_names: list[str], *, lr_patch: int, dn_patch: int) -> TrainingData:
+    """Find the training images of each task in the folders ``specs``; check every pair before training.
+
+    Raises:
+        DataError: a folder is missing or empty, or files do not pair (all problems listed by file name).
+    """
+    task_objs = {t: get_task(t) for t in task_names}
+    pairs: dict[str, list[Pair]] = {t: [] for t in task_names}
+    problems: list[str] = []
+    descriptions, names = [], []
+    for spec in specs:
+        root = Path(spec).expanduser()
+        if not root.is_dir():
+            raise DataError(f"training data folder {spec!r} does not exist; pass an image folder, a DIV2K-style "
+                            "folder (HR/ + LR_bicubic/X<s>/), a rainy/ + norain/ folder, or shard paths (.tar)")
+        names.append(root.name)
+        rain = (root / "rainy").is_dir() and (root / "norain").is_dir()
+        hr_folders = [] if rain else _hr_folders(root)
+        if rain:
+            hr_images = list_images(root / "norain")
+        elif hr_folders:
+            hr_images = [p for hr, _ in hr_folders for p in list_images(hr)]
+        else:
+            hr_images = _all_images(root)
+        if not hr_images:
+            raise DataError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} files)")
+        used = []
+        for name, task in task_objs.items():
+            if rain and task.kind == "derain":
+                found = _rain_pairs(root, problems)
+                used.append(f"{len(found)} rainy/norain pairs ({name})")
+            elif task.kind == "sr" and any(lr is not None and (lr / f"X{task.scale}").is_dir() for _, lr in hr_folders):
+                found = []
+                for hr, lr in hr_folders:
+                    if lr is not None and (lr / f"X{task.scale}").is_dir():
+                        found += _sr_pairs(hr, lr / f"X{task.scale}", task.scale, problems)
+                    else:
+                        found += [Pair(gt=str(p)) for p in list_images(hr)]
+                used.append(f"{len(found)} HR/LR_bicubic X{task.scale} pairs ({name})")
+            else:
+                found = [Pair(gt=str(p)) for p in hr_images]
+                used.append(f"{len(found)} images degraded on the fly ({name})")
+            pairs[name] += found
+        descriptions.append(f"{root.name}: " + ", ".join(used))
+    if problems:
+        listed = "\n  ".join(problems[:_MAX_LISTED])
+        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        raise DataError(
+            f"{len(problems)} training file(s) do not pair up; fix or remove them before training:\n  {listed}{more}"
+        )
+    for name, task in task_objs.items():
+        pairs[name] = _drop_small(pairs[name], task, _patch_gt(task, lr_patch, dn_patch))
+        if not pairs[name]:
+            raise DataError(f"no training image for {name} is at least {_patch_gt(task, lr_patch, dn_patch)} px on "
+                            "its shorter side; use larger images or a smaller lr_patch/dn_patch")
+    return TrainingData(pairs, descriptions, names)
+
+
+def _drop_small(pairs: list[Pair], task: Task, size: int) -> list[Pair]:
+    kept, small = [], []
+    for pair in pairs:
+        (small if min(_image_size(Path(pair.gt))) < size else kept).append(pair)
+    if small:
+        log.warning("%s: %d image(s) smaller than the %d px patch are left out, e.g. %s", task.name, len(small), size,
+                    ", ".join(Path(p.gt).name for p in small[:5]))
+    return kept
+
+
+# --------------------------------------------------------------------------------------------- sampling
+
+
+class _ImageCache:
+    """Decoded images, least recently used out first, within a byte budget (per data-loader worker)."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget, self.used = budget_bytes, 0
+        self.items: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, path: str) -> np.ndarray:
+        if path in self.items:
+            self.items.move_to_end(path)
+            return self.items[path]
+        from PIL import Image
+
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8; grayscale and palette files become RGB
+        self.items[path] = arr
+        self.used += arr.nbytes
+        while self.used > self.budget and len(self.items) > 1:
+            _, old = self.items.popitem(last=False)
+            self.used -= old.nbytes
+        return arr
+
+
+def _augment(patches: list[torch.Tensor], g: torch.Generator) -> list[torch.Tensor]:
+    """The same random flips and 90-degree rotation for every patch of one sample (keeps LQ and GT in register)."""
+    hflip, vflip, rot = (bool(v) for v in torch.randint(0, 2, (3,), generator=g))
+    out = []
+    for p in patches:
+        if hflip:
+            p = p.flip(-1)
+        if vflip:
+            p = p.flip(-2)
+        if rot:
+            p = p.transpose(-1, -2)
+        out.append(p)
+    return out
+
+
+def _to_chw(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+
+
+class _StepDataset(Dataset):
+    """Map-style: item ``i`` is the `StepData` of micro-step ``i`` on this rank (a pure function of seed and i)."""
+
+    def __init__(self, pairs: dict[str, list[Pair]], *, batch_size: int, lr_patch: int, dn_patch: int, seed: int,
+                 rank: int, world_size: int, cache_mb: int):
+        self.pairs = pairs
+        self.task_objs = {t: get_task(t) for t in pairs}
+        self.batch_size, self.lr_patch, self.dn_patch = batch_size, lr_patch, dn_patch
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.cache = _ImageCache(cache_mb * 2**20)
+        self._perms: dict[str, tuple[int, torch.Tensor]] = {}
+
+    def _index(self, task: str, k: int) -> int:
+        n = len(self.pairs[task])
+        epoch = k // n
+        if self._perms.get(task, (None,))[0] != epoch:  # one epoch per task at a time is all a step needs
+            g = torch.Generator().manual_seed(_stable_seed(self.seed, task, epoch))
+            self._perms[task] = (epoch, torch.randperm(n, generator=g))
+        return int(self._perms[task][1][k % n])
+
+    def _sample(self, task: Task, pair: Pair, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        gt = self.cache.get(pair.gt)
+        if pair.lq is None:
+            size = _patch_gt(task, self.lr_patch, self.dn_patch)
+            h, w = gt.shape[:2]
+            top = int(torch.randint(0, h - size + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - size + 1, (1,), generator=g))
+            (patch,) = _augment([_to_chw(gt[top : top + size, left : left + size])], g)
+            return patch, None
+        lq = self.cache.get(pair.lq)
+        s = task.scale
+        p = self.lr_patch if s > 1 else self.dn_patch
+        h, w = lq.shape[:2]
+        p = min(p, h, w)  # _drop_small guarantees the GT; LQ = GT // s, so this only bites rounding edge cases
+        top = int(torch.randint(0, h - p + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - p + 1, (1,), generator=g))
+        lq_patch = _to_chw(lq[top : top + p, left : left + p])
+        gt_patch = _to_chw(gt[top * s : (top + p) * s, left * s : (left + p) * s])  # the same region, in register
+        gt_patch, lq_patch = _augment([gt_patch, lq_patch], g)
+        return gt_patch, lq_patch
+
+    def __getitem__(self, step: int) -> StepData:
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 4099 + self.rank + 1)
+        batches, keys = {}, []
+        for task, pairs in self.pairs.items():
+            t = self.task_objs[task]
+            gts, lqs = [], []
+            for i in range(self.batch_size):
+                k = (step * self.world_size + self.rank) * self.batch_size + i
+                pair = pairs[self._index(task, k)]
+                gt, lq = self._sample(t, pair, g)
+                gts.append(gt)
+                lqs.append(lq)
+                keys.append(f"{task}:{Path(pair.gt).name}")
+            gt = torch.stack(gts).float().div_(255.0)  # (B, 3, P*s, P*s)
+            if lqs[0] is None:
+                lq = t.degrade(gt, generator=g)  # (B, 3, P, P)
+            else:
+                lq = torch.stack(lqs).float().div_(255.0)
+            batches[task] = Batch(lq=lq, gt=gt, task=task)
+        return StepData(step=step, batches=batches, keys=keys)
+
+    def __len__(self) -> int:  # the sampler is infinite; DataLoader never asks, but Dataset wants a length
+        return 2**62
+
+
+def _stable_seed(seed: int, task: str, epoch: int) -> int:
+    """A seed from (seed, task, epoch) that is the same in every process (``hash`` of a str is not)."""
+    import zlib
+
+    return (seed * 1_000_003 + epoch) * 65_537 + zlib.crc32(task.encode())
+
+
+class PairStream:
+    """The iterator `pretrain.loop.train_loop` consumes: `StepData` for micro-steps ``start, start + 1, ...``.
+
+    Args:
+        pairs: training images per task (`TrainingData.pairs`).
+        batch_size: images per task per micro-step.
+        lr_patch, dn_patch: LQ patch side for SR tasks / patch side for scale-1 tasks.
+        seed, rank, world_size: the stream is a function of these and the step.
+        num_workers: data-loader processes (0: in the main process).
+        state: `state_dict` of an earlier stream, to continue where it stopped.
+        cache_mb: decoded-image cache per process.
+    """
+
+    def __init__(self, pairs: dict[str, list[Pair]], *, batch_size: int, lr_patch: int, dn_patch: int, seed: int,
+                 rank: int = 0, world_size: int = 1, num_workers: int = 0, state: dict | None = None,
+                 cache_mb: int = 1024):
+        self.step = int((state or {}).get("step", 0))
+        self.dataset = _StepDataset(pairs, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed,
+                                    rank=rank, world_size=world_size, cache_mb=max(64, cache_mb // max(1, num_workers)))
+        self.loader = DataLoader(
+            self.dataset, batch_size=None, sampler=itertools.count(self.step), num_workers=num_workers,
+            persistent_workers=False, prefetch_factor=2 if num_workers else None,
+        )
+        self._it: Iterator[StepData] | None = None
+
+    def __iter__(self) -> "PairStream":
+        return self
+
+    def __next__(self) -> StepData:
+        if self._it is None:
+            self._it = iter(self.loader)
+        data = next(self._it)
+        if data.step != self.step:  # the loader serves in order; anything else is a bug worth stopping for
+            raise RuntimeError(f"data stream served step {data.step} where step {self.step} was expected")
+        self.step += 1
+        return data
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+
+def build_stream(specs: list[str], task_names: list[str], *, batch_size: int, lr_patch: int, dn_patch: int,
+                 seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
+                 data: TrainingData | None = None):
+    """The training stream for ``specs``: `PairStream` over folders, or `pretrain.data.DataStream` over shards."""
+    shard_specs = [s for s in specs if is_shard_spec(s)]
+    if shard_specs:
+        if len(shard_specs) != len(specs):
+            raise DataError(f"--train mixes shards {shard_specs} with folders; use one kind per run")
+        from pretrain.data import DataStream, expand_urls
+
+        return DataStream(
+            expand_urls(" ".join(specs)), tuple(task_names), mode="edt", batch_size=batch_size, lr_patch=lr_patch,
+            dn_patch=dn_patch, seed=seed, rank=rank, world_size=world_size, num_workers=num_workers, state=state,
+        )
+    data = data or scan_training_data(specs, task_names, lr_patch=lr_patch, dn_patch=dn_patch)
+    return PairStream(data.pairs, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed, rank=rank,
+                      world_size=world_size, num_workers=num_workers, state=state,
+                      cache_mb=int(os.environ.get("FINETUNE_CACHE_MB", "1024")))

@@ -1,0 +1,114 @@
+"""Where fine-tuning starts: a Hub id, an exported folder, a pretraining run or ``step-N`` checkpoint, or nothing.
+
+Raw DeepSpeed checkpoints are consolidated with `pretrain.export.consolidated_state_dict` (every ZeRO stage), the
+same code ``pretrain export`` uses. The tasks are then fitted to the run: the chosen tasks' heads and tails and the
+shared body are kept, the others dropped (`RestorationModel.keep_tasks`); a task the checkpoint lacks gets a fresh
+head and tail on the pretrained body (`RestorationModel.add_task`), as EDT fine-tunes new tasks on a shared body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from restore.model import RestorationModel
+
+__all__ = ["InitResult", "load_init", "fit_tasks", "is_hub_id"]
+
+log = logging.getLogger("finetune.init")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+@dataclass
+class InitResult:
+    """The model to fine-tune and where it came from (for the card's lineage)."""
+
+    model: RestorationModel
+    source: str  # "hub", "folder", "checkpoint" or "scratch"
+    description: str
+    base_model: str | None = None  # a Hub id, when the init is one
+    added_tasks: list[str] = field(default_factory=list)
+    dropped_tasks: list[str] = field(default_factory=list)
+
+
+def is_hub_id(text: str) -> bool:
+    return bool(_HUB_ID.fullmatch(text)) and not Path(text).exists()
+
+
+def _checkpoint_dir(path: Path) -> Path | None:
+    """The ``step-N`` directory meant by ``path`` (itself, or the latest complete one of a run folder)."""
+    from pretrain.export import find_checkpoint
+
+    if re.fullmatch(r"step-\d+", path.name) and (path / "recipe.json").is_file():
+        return path
+    if (path / "checkpoints").is_dir():
+        return find_checkpoint(path)[1]
+    return None
+
+
+def _from_checkpoint(ckpt: Path, ema: bool) -> RestorationModel:
+    from pretrain.checkpoint import COMPLETE
+    from pretrain.export import consolidated_state_dict
+    from pretrain.recipes import recipe_from_dict
+    from restore.hub import load_state_dict_strict
+
+    if not (ckpt / COMPLETE).exists():
+        raise FileNotFoundError(f"{ckpt} has no {COMPLETE} marker: it was interrupted mid-write; pick another step-N")
+    recipe = recipe_from_dict(json.loads((ckpt / "recipe.json").read_text()))
+    state = consolidated_state_dict(ckpt, recipe, ema=ema)
+    model = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
+    load_state_dict_strict(model, state, str(ckpt))
+    return model
+
+
+def load_init(init: str, *, variant: str | None = None, arch: dict | None = None, tasks: list[str] | None = None,
+              revision: str | None = None, ema: bool = False) -> InitResult:
+    """Load the starting model.
+
+    Args:
+        init: ``none`` (from scratch: needs ``variant``), a folder written by ``save_pretrained``/``pretrain
+            export``, a pretraining run folder (its latest complete checkpoint) or a ``step-N`` folder, or a Hub id.
+        variant, arch: the architecture when ``init`` is ``none``.
+        tasks: the tasks to build when ``init`` is ``none``.
+        revision: Hub branch, tag or sha.
+        ema: take a raw checkpoint's EMA weights instead of the raw ones.
+    """
+    if init.lower() == "none":
+        if not variant:
+            raise ValueError("--init none trains from scratch and needs --variant NAME (see `restore.list_variants()`)")
+        model = RestorationModel(variant, tasks=list(tasks or ["sr_x2"]), arch=arch)
+        return InitResult(model, "scratch", f"randomly initialised {variant} (from scratch)")
+    path = Path(init).expanduser()
+    if path.is_dir():
+        ckpt = _checkpoint_dir(path)
+        if ckpt is not None:
+            return InitResult(_from_checkpoint(ckpt, ema), "checkpoint",
+                              f"pretraining checkpoint `{ckpt}`" + (" (EMA weights)" if ema else ""))
+        if (path / "config.json").is_file():
+            return InitResult(RestorationModel.from_pretrained(str(path)), "folder", f"exported model `{path}`")
+        raise FileNotFoundError(
+            f"--init {init}: the folder holds neither a model (config.json + model.safetensors), a pretraining run "
+            "(checkpoints/step-N) nor a step-N checkpoint"
+        )
+    if is_hub_id(init):
+        model = RestorationModel.from_pretrained(init, revision=revision)
+        rev = f"@{revision}" if revision else ""
+        return InitResult(model, "hub", f"Hub model `{init}{rev}`", base_model=init)
+    raise FileNotFoundError(f"--init {init!r} is neither an existing folder nor a Hub id (org/name), nor 'none'")
+
+
+def fit_tasks(result: InitResult, tasks: list[str]) -> InitResult:
+    """Keep ``tasks`` (heads, tails, body) and add fresh heads and tails for the ones the model lacks."""
+    model = result.model
+    have = set(model.tasks)
+    result.added_tasks = [t for t in tasks if t not in have]
+    result.dropped_tasks = [t for t in model.tasks if t not in tasks]
+    for t in result.added_tasks:  # add first: keep_tasks then never sees an empty list
+        model.add_task(t)
+    model.keep_tasks(list(tasks))
+    if result.added_tasks and result.source != "scratch":
+        log.info("new head and tail for %s on the pretrained body", ", ".join(result.added_tasks))
+    return result

@@ -1,0 +1,323 @@
+"""``finetune``: check everything, load the init, fit the tasks, train with `pretrain`'s engine and loop, export.
+
+Parse, build, run, close (STYLE.md). The run reuses, unchanged: `pretrain.engine.Trainer` (DeepSpeed, AdamW,
+schedules, EMA, L1), `pretrain.loop.train_loop` (logging, validation hook, ``step-N`` checkpoints with the data
+position), `pretrain.checkpoint` (resume) and `pretrain.export.consolidated_state_dict` (the last export).
+Fine-tuning adds its data (`finetune.data`), the validation that keeps the best weights (`Validator`), and the
+exports (`finetune.export`).
+
+Run folder ``OUT``: ``checkpoints/step-N/`` and logs as in pretraining, ``validation.json`` (history and best),
+``best/`` and ``last/`` exports, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from finetune.data import DataError, build_stream, is_shard_spec, scan_training_data
+from finetune.export import ExportInfo, export_model, metric_key, push_folder
+from finetune.init import InitResult, fit_tasks, load_init
+from pretrain.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, remove_incomplete
+from pretrain.recipes import Recipe, recipe_from_dict
+from restore.model import RestorationModel
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "Validator", "run_finetune", "check_benchmarks", "snapshot"]
+
+log = logging.getLogger("finetune.train")
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run (the CLI's arguments).
+
+    Attributes:
+        init: Hub id, exported folder, pretraining run or ``step-N`` folder, or ``"none"``.
+        tasks: the tasks to fine-tune (kept or added).
+        train: training data specs (folders or shards).
+        val: benchmark names or folders; the best export is chosen by the first one's PSNR on ``tasks[0]``.
+        recipe: the resolved recipe (`finetune.recipes.get_recipe`).
+        out: the run folder.
+        variant: the architecture for ``init="none"``.
+        init_revision, init_ema: Hub revision of the init; EMA weights of a raw checkpoint.
+        val_limit: score only the first N images of each benchmark (quick runs).
+        benchmarks_root: where benchmark names are looked up (default: ``tasks.evaluate``'s search).
+        resume: ``"auto"`` (latest complete checkpoint in ``out``), a ``step-N`` folder, or None.
+        push_to_hub, revision, private: publish the best export to this repo, tagged ``revision``.
+        base_model: the Hub id of a local init, for the card's lineage (a Hub init names itself).
+        model_name, data_name: names for the card.
+        stop_after: leave after this many steps (tests).
+    """
+
+    init: str
+    tasks: list[str]
+    train: list[str]
+    val: list[str]
+    recipe: Recipe
+    out: str | Path
+    variant: str | None = None
+    init_revision: str | None = None
+    init_ema: bool = False
+    val_limit: int | None = None
+    benchmarks_root: str | None = None
+    resume: str | None = None
+    push_to_hub: str | None = None
+    revision: str | None = None
+    private: bool = False
+    base_model: str | None = None
+    model_name: str | None = None
+    data_name: str | None = None
+    stop_after: int | None = None
+
+
+@dataclass
+class FinetuneResult:
+    step: int
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    best_dir: Path | None
+    last_dir: Path | None
+    pushed: str | None = None
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def check_benchmarks(benchmarks: list[str], tasks: list[str], root: str | None) -> list[str]:
+    """Fail now, not at the first validation, when a benchmark cannot be scored for a task.
+
+    Scores one image with the no-model baseline, which reads the benchmark exactly as validation will. Returns the
+    benchmarks' display names (``set5`` -> ``Set5``, a folder -> its name), which key the scores.
+    """
+    from tasks.evaluate import bicubic_baseline, evaluate
+
+    names = []
+    for bench in benchmarks:
+        for task in tasks:
+            try:
+                result = evaluate(bicubic_baseline(task), bench, task=task, root=root, limit=1)
+            except (FileNotFoundError, ValueError) as err:
+                raise DataError(f"validation benchmark {bench!r} cannot be used for {task}: {err}") from err
+        names.append(result.benchmark)
+    if len(set(names)) != len(names):
+        raise DataError(f"validation benchmarks {benchmarks} have clashing names {names}; rename the folders")
+    return names
+
+
+def snapshot(model: nn.Module, ema: dict[str, torch.Tensor] | None = None) -> RestorationModel:
+    """A float32 copy of ``model`` (or of the EMA weights) in eval mode: what validation scores and exports save.
+
+    A copy keeps the trained module's mode, dtype (bf16 under DeepSpeed) and graph untouched.
+    """
+    state = ema if ema is not None else model.state_dict()
+    copy = RestorationModel(**model.config_dict())
+    copy.load_state_dict({k: v.detach().float() for k, v in state.items()}, strict=True)
+    device = next(model.parameters()).device
+    return copy.to(device).eval()
+
+
+class Validator:
+    """``on_validate`` for `pretrain.loop.train_loop`: scores every task on every benchmark, keeps the best export.
+
+    The best is chosen by PSNR of ``tasks[0]`` on ``benchmarks[0]``; it is exported the moment it is found (a
+    killed run keeps it), and the history and best are written to ``OUT/validation.json`` for a resumed run.
+    """
+
+    def __init__(self, tasks: list[str], benchmarks: list[str], *, out: Path, info: ExportInfo, trainer=None,
+                 root: str | None = None, limit: int | None = None, rank: int = 0, names: list[str] | None = None):
+        self.tasks, self.benchmarks, self.out, self.info = tasks, benchmarks, out, info
+        self.names = names or list(benchmarks)  # display names, which key the scores
+        self.trainer, self.root, self.limit, self.rank = trainer, root, limit, rank
+        self.primary = metric_key(tasks[0], self.names[0])
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        state_file = out / "validation.json"
+        if state_file.is_file():
+            saved = json.loads(state_file.read_text())
+            self.history, self.best = saved.get("history", []), saved.get("best")
+
+    def score(self, model: nn.Module) -> dict[str, float]:
+        import tasks as tasks_lib
+
+        metrics: dict[str, float] = {}
+        for task in self.tasks:
+            for bench, name in zip(self.benchmarks, self.names):
+                r = tasks_lib.evaluate(model, bench, task=task, root=self.root, limit=self.limit)
+                metrics[metric_key(task, name)] = float(r.psnr)
+                metrics[metric_key(task, name, "ssim")] = float(r.ssim)
+        return metrics
+
+    def __call__(self, step: int, model: nn.Module) -> dict[str, float]:
+        ema = self.trainer.ema.shadow if (self.trainer is not None and self.trainer.ema is not None) else None
+        weights = snapshot(model, ema)
+        metrics = self.score(weights)
+        self.history = [h for h in self.history if h["step"] < step] + [{"step": step, **metrics}]
+        improved = self.best is None or metrics[self.primary] > self.best["metrics"][self.primary]
+        if improved:
+            self.best = {"step": step, "metrics": metrics}
+        if self.rank == 0:
+            if improved:
+                export_model(weights, self.out / "best", info=self.info, kind="best", step=step, metrics=metrics,
+                             history=self.history, root=self.root)
+            state = {"primary": self.primary, "history": self.history, "best": self.best}
+            atomic_write_text(self.out / "validation.json", json.dumps(state, indent=1))
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.endswith("psnr"))
+        log.info("validation at step %d: %s%s", step, scores, " (best so far)" if improved else "")
+        return metrics
+
+
+def _validate_now(trainer, validator: Validator, step: int, rank: int) -> None:
+    """The step-0 score (the init's own numbers) before the first update, as the loop validates later ones."""
+    model = trainer.module
+    with torch.no_grad():
+        if trainer.recipe.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(model.parameters())):
+                validator(step, model)
+        elif rank == 0:
+            validator(step, model)
+
+
+def _resume_path(out: Path, resume: str | None) -> Path | None:
+    if resume == "auto":
+        found = latest_checkpoint(out / "checkpoints")
+        return found[1] if found else None
+    return Path(resume) if resume else None
+
+
+def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune as ``cfg`` says; every check on tasks, data, benchmarks and init happens before training."""
+    from tasks.registry import get_task
+
+    if not cfg.tasks:
+        raise ValueError("no task: pass --task, e.g. --task sr_x2")
+    for t in cfg.tasks:
+        get_task(t)  # unknown names raise, listing the valid forms
+    if not cfg.train:
+        raise DataError("no training data: pass --train FOLDER (or shards)")
+    recipe = replace(cfg.recipe, tasks=tuple(cfg.tasks), data=" ".join(cfg.train))
+    out = Path(cfg.out)
+    data = None
+    if not all(is_shard_spec(s) for s in cfg.train):
+        data = scan_training_data(cfg.train, cfg.tasks, lr_patch=recipe.lr_patch, dn_patch=recipe.dn_patch)
+    val_names = check_benchmarks(cfg.val, cfg.tasks, cfg.benchmarks_root)
+
+    resume_path = _resume_path(out, cfg.resume)
+    if resume_path is None and latest_checkpoint(out / "checkpoints") is not None:
+        raise ValueError(f"{out} already holds a fine-tuning run; continue it with --resume auto or pass another --out")
+    if resume_path is None:
+        (out / "validation.json").unlink(missing_ok=True)  # scores of a run that never reached a checkpoint
+    if resume_path is not None:
+        # the checkpoint holds the weights; only the architecture is rebuilt, from the run's own recipe
+        saved = recipe_from_dict(json.loads((resume_path / "recipe.json").read_text()))
+        if list(saved.tasks) != list(cfg.tasks):
+            raise ValueError(f"cannot resume {resume_path}: it fine-tunes {list(saved.tasks)}, this run asks for "
+                             f"{cfg.tasks}; use another --out or the same --task")
+        init_info = json.loads((out / "init.json").read_text()) if (out / "init.json").is_file() else {}
+        model = RestorationModel(saved.variant, tasks=list(saved.tasks), arch=saved.arch_dict())
+        init = InitResult(model, init_info.get("source", "checkpoint"), init_info.get("description", cfg.init),
+                          init_info.get("base_model"), init_info.get("added_tasks", []))
+    else:
+        scratch = cfg.init.lower() == "none"
+        if cfg.variant and not scratch:
+            raise ValueError("--variant is only for --init none: a pretrained init brings its own architecture")
+        loaded = load_init(cfg.init, variant=(cfg.variant or cfg.recipe.variant) if scratch else None,
+                           arch=cfg.recipe.arch_dict() if scratch else None, tasks=cfg.tasks,
+                           revision=cfg.init_revision, ema=cfg.init_ema)
+        init = fit_tasks(loaded, cfg.tasks)
+    model = init.model.train()
+    # the run's own recipe names the architecture it trains, so `pretrain export` and resume rebuild it
+    recipe = replace(recipe, variant=model.variant, arch=json.dumps(model.arch, sort_keys=True))
+    base_model = cfg.base_model or init.base_model
+    info = ExportInfo(
+        recipe=recipe, tasks=list(cfg.tasks), benchmarks=val_names, init=cfg.init,
+        init_description=init.description, base_model=base_model,
+        data_description=data.describe() if data else f"shards `{recipe.data}`",
+        datasets=[cfg.data_name] if cfg.data_name else (data.names if data else [recipe.data_name]),
+        model_name=cfg.model_name, repo_id=cfg.push_to_hub, added_tasks=init.added_tasks, val_specs=list(cfg.val),
+    )
+    return _train(cfg, recipe, init, info, out, data, resume_path)
+
+
+def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportInfo, out: Path, data, resume_path):
+    from pretrain.engine import Trainer
+    from pretrain.launch import init_distributed, setup_single_rank_env
+    from pretrain.loop import train_loop
+    from pretrain.telemetry import RunLogger
+
+    setup_single_rank_env()
+    dist = init_distributed()
+    model = init.model
+    micro_batch = recipe.batch_size * len(recipe.tasks)
+    trainer = Trainer(model, recipe, micro_batch, dist.world_size)
+    start_step, data_state = 0, None
+    if dist.rank == 0:
+        for p in remove_incomplete(out / "checkpoints"):
+            log.warning("removed %s: a checkpoint interrupted mid-write", p)
+    if resume_path is not None:
+        restored = load_checkpoint(trainer, resume_path, rank=dist.rank)
+        start_step, data_state = restored["step"], restored["data"]
+    stream = build_stream(cfg.train, list(recipe.tasks), batch_size=recipe.batch_size, lr_patch=recipe.lr_patch,
+                          dn_patch=recipe.dn_patch, seed=recipe.seed, rank=dist.rank, world_size=dist.world_size,
+                          num_workers=recipe.num_workers, state=data_state, data=data)
+    logger = RunLogger(out, rank=dist.rank, total_steps=recipe.steps, start_step=start_step)
+    if dist.rank == 0:
+        atomic_write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
+        atomic_write_text(out / "init.json", json.dumps({
+            "init": cfg.init, "source": init.source, "description": init.description, "base_model": info.base_model,
+            "added_tasks": init.added_tasks, "dropped_tasks": init.dropped_tasks}, indent=1))
+    logger.event("start", recipe=recipe.name, variant=recipe.variant, tasks=",".join(recipe.tasks), init=cfg.init,
+                 added_tasks=",".join(init.added_tasks) or None, data=info.data_description, start_step=start_step)
+
+    validator = None
+    if cfg.val:
+        validator = Validator(list(recipe.tasks), list(cfg.val), out=out, info=info, trainer=trainer,
+                              root=cfg.benchmarks_root, limit=cfg.val_limit, rank=dist.rank, names=info.benchmarks)
+        if start_step == 0 and not any(h["step"] == 0 for h in validator.history):
+            _validate_now(trainer, validator, 0, dist.rank)
+    result = train_loop(
+        trainer, stream, run_dir=out, rank=dist.rank, world_size=dist.world_size, start_step=start_step,
+        recipe_dict=recipe.to_dict(), on_validate=validator, logger=logger, stop_after=cfg.stop_after,
+    )
+    logger.event("end", step=result.step, seconds=result.seconds)
+    logger.close()
+    if dist.rank != 0:
+        return FinetuneResult(result.step, [], None, None, None, losses=result.losses)
+
+    last_dir = _export_last(recipe, out, info, validator, result.step, cfg.benchmarks_root)
+    best_dir = out / "best" if (out / "best").is_dir() else None
+    pushed = None
+    if cfg.push_to_hub:
+        folder = best_dir or last_dir
+        pushed = push_folder(folder, cfg.push_to_hub, revision=cfg.revision, private=cfg.private,
+                             commit_message=f"finetune {','.join(recipe.tasks)} from {cfg.init} ({folder.name})")
+        log.info("pushed %s to %s (commit %s%s)", folder, cfg.push_to_hub, pushed,
+                 f", tag {cfg.revision}" if cfg.revision else "")
+    history = validator.history if validator else []
+    best = validator.best if validator else None
+    atomic_write_text(out / "summary.json", json.dumps({
+        "step": result.step, "losses": result.losses, "history": history, "best": best,
+        "best_dir": str(best_dir) if best_dir else None, "last_dir": str(last_dir), "pushed": pushed}, indent=1))
+    return FinetuneResult(result.step, history, best, best_dir, last_dir, pushed, result.losses)
+
+
+def _export_last(recipe: Recipe, out: Path, info: ExportInfo, validator: Validator | None, step: int,
+                 root: str | None) -> Path:
+    """Export the last checkpoint's weights (consolidated by `pretrain.export`, so any ZeRO stage works)."""
+    from pretrain.export import consolidated_state_dict, find_checkpoint
+    from restore.hub import load_state_dict_strict
+
+    s, path = find_checkpoint(out)
+    state = consolidated_state_dict(path, recipe, ema=recipe.ema > 0)
+    model = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
+    load_state_dict_strict(model, state, str(path))
+    history = validator.history if validator else []
+    metrics = next((h for h in reversed(history) if h["step"] == s), {})
+    metrics = {k: v for k, v in metrics.items() if k != "step"}
+    return export_model(model.eval(), out / "last", info=info, kind="last", step=s, metrics=metrics,
+                        history=history, root=root)

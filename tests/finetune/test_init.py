@@ -1,0 +1,74 @@
+"""Where fine-tuning starts: exported folder, raw run / step-N checkpoint, scratch; task fitting; CLI errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from finetune.cli import main
+from finetune.init import fit_tasks, load_init
+from restore.model import RestorationModel
+from tests.finetune.helpers import CORPUS, need
+
+
+@pytest.mark.slow
+def test_raw_step_and_run_dir_load_the_exported_weights(pretrained):
+    exported = RestorationModel.from_pretrained(str(pretrained["export"])).state_dict()
+    for init in (pretrained["step"], pretrained["run"]):
+        got = load_init(str(init))
+        assert got.source == "checkpoint"
+        state = got.model.state_dict()
+        assert state.keys() == exported.keys()
+        assert all(torch.equal(state[k], exported[k]) for k in state)
+
+
+@pytest.mark.slow
+def test_new_task_head_on_the_pretrained_body(pretrained):
+    ref = RestorationModel.from_pretrained(str(pretrained["export"]))
+    got = fit_tasks(load_init(str(pretrained["export"])), ["sr_x3", "sr_x2"])
+    model = got.model
+    assert got.added_tasks == ["sr_x3"] and sorted(got.dropped_tasks) == ["derain", "sr_x4"]
+    assert sorted(model.tasks) == ["sr_x2", "sr_x3"]
+    body, ref_body = model.body.state_dict(), ref.body.state_dict()
+    assert body.keys() == ref_body.keys() and all(torch.equal(body[k], ref_body[k]) for k in body)
+    kept = model.heads["sr_x2"].state_dict()
+    assert all(torch.equal(v, ref.heads["sr_x2"].state_dict()[k]) for k, v in kept.items())
+    assert model(torch.rand(1, 3, 16, 16), task="sr_x3").shape == (1, 3, 48, 48)
+
+
+def test_scratch_needs_a_variant():
+    with pytest.raises(ValueError, match="--variant"):
+        load_init("none")
+    model = fit_tasks(load_init("none", variant="edt_tiny", tasks=["derain"]), ["derain"]).model
+    assert model.tasks == ["derain"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "sr_x5x"], "unknown task 'sr_x5x'"),
+    (["--task", "sr_x2", "--val", "NoSuchBench"], "unknown benchmark 'NoSuchBench'"),
+    (["--task", "sr_x2", "--recipe", "nope"], "unknown fine-tuning recipe 'nope'"),
+    (["--task", "sr_x2", "stepz=3"], "unknown recipe key 'stepz'"),
+])
+def test_cli_errors_before_training(argv, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["--init", "none", "--variant", "edt_tiny", "--train", str(need(CORPUS)), "--out", str(out), *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing was trained or written
+
+
+def test_cli_missing_and_unpaired_data(tmp_path, capsys):
+    code = main(["--init", "none", "--variant", "edt_tiny", "--task", "sr_x2", "--train", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    (tmp_path / "pairs" / "rainy").mkdir(parents=True)
+    (tmp_path / "pairs" / "norain").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "pairs" / "norain" / "a.png")
+    Image.new("RGB", (64, 64)).save(tmp_path / "pairs" / "rainy" / "b.png")
+    code = main(["--init", "none", "--variant", "edt_tiny", "--task", "derain", "--train", str(tmp_path / "pairs"),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "norain/a.png has no partner rainy/a.png" in err and "rainy/b.png has no partner" in err
+    assert not (tmp_path / "run").exists()
