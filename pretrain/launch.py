@@ -25,6 +25,9 @@ class DistInfo:
     local_rank: int
 
 
+_OWN_PORT = "RESTORE_CHOSE_MASTER_PORT"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as s:
@@ -44,7 +47,9 @@ def setup_single_rank_env(local_rank: int | None = None) -> bool:
         return False
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(free_port())
+        os.environ[_OWN_PORT] = "1"  # ours to change if another process takes it before we bind
     return True
 
 
@@ -83,5 +88,20 @@ def init_distributed() -> DistInfo:
         torch.cuda.set_device(info.local_rank)
         deepspeed.init_distributed(dist_backend="nccl")
     else:
-        deepspeed.init_distributed(dist_backend="gloo")
+        _init_gloo_retrying(deepspeed)
     return info
+
+
+def _init_gloo_retrying(deepspeed, attempts: int = 5) -> None:
+    """``init_distributed`` over gloo; a single-rank run whose port we picked retries on another port if a
+    concurrent process bound that port between `free_port` and the rendezvous (a race, not a user error)."""
+    import torch.distributed as dist
+
+    for attempt in range(attempts):
+        try:
+            deepspeed.init_distributed(dist_backend="gloo")
+            return
+        except dist.DistNetworkError as err:
+            if os.environ.get(_OWN_PORT) != "1" or "EADDRINUSE" not in str(err) or attempt == attempts - 1:
+                raise
+            os.environ["MASTER_PORT"] = str(free_port())
