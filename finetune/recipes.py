@@ -15,30 +15,14 @@ recipe's ``key=value`` (``steps=1000``, ``val_every=500``, ``lr_patch=64`` ...).
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
-from pretrain.recipes import Recipe, apply_overrides
+from pretrain.recipes import Recipe, RecipeBook
 
 __all__ = ["get_recipe", "list_recipes", "register_recipe"]
 
-_RECIPES: dict[str, Callable[[], Recipe]] = {}
-
-
-def register_recipe(fn: Callable[[], Recipe]) -> Callable[[], Recipe]:
-    """Register a fine-tuning recipe function under its name (decorator)."""
-    _RECIPES[fn.__name__] = fn
-    return fn
-
-
-def list_recipes() -> list[str]:
-    return sorted(_RECIPES)
-
-
-def get_recipe(name: str, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
-    """The fine-tuning recipe ``name`` with ``key=value`` overrides applied."""
-    if name not in _RECIPES:
-        raise ValueError(f"unknown fine-tuning recipe {name!r}; available: {', '.join(list_recipes())}")
-    return apply_overrides(_RECIPES[name](), overrides or [])
+_BOOK = RecipeBook("fine-tuning recipe")
+register_recipe = _BOOK.register
+list_recipes = _BOOK.names
+get_recipe = _BOOK.get
 
 
 @register_recipe

@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Recipe", "get_recipe", "list_recipes", "register_recipe", "apply_overrides", "recipe_from_dict"]
+__all__ = ["Recipe", "RecipeBook", "get_recipe", "list_recipes", "register_recipe", "apply_overrides", "recipe_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -124,24 +124,32 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-_RECIPES: dict[str, Callable[[], Recipe]] = {}
+class RecipeBook:
+    """Named recipe functions; pretraining and fine-tuning each keep one book of the same `Recipe` type."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._recipes: dict[str, Callable[[], Recipe]] = {}
+
+    def register(self, fn: Callable[[], Recipe]) -> Callable[[], Recipe]:
+        """Register a recipe function under its name (decorator)."""
+        self._recipes[fn.__name__] = fn
+        return fn
+
+    def names(self) -> list[str]:
+        return sorted(self._recipes)
+
+    def get(self, name: str, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
+        """The recipe called ``name`` with ``key=value`` overrides applied."""
+        if name not in self._recipes:
+            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
+        return apply_overrides(self._recipes[name](), overrides or [])
 
 
-def register_recipe(fn: Callable[[], Recipe]) -> Callable[[], Recipe]:
-    """Register a recipe function under its name (decorator)."""
-    _RECIPES[fn.__name__] = fn
-    return fn
-
-
-def list_recipes() -> list[str]:
-    return sorted(_RECIPES)
-
-
-def get_recipe(name: str, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
-    """The recipe called ``name`` with ``key=value`` overrides applied."""
-    if name not in _RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(list_recipes())}")
-    return apply_overrides(_RECIPES[name](), overrides or [])
+_BOOK = RecipeBook("recipe")
+register_recipe = _BOOK.register
+list_recipes = _BOOK.names
+get_recipe = _BOOK.get
 
 
 def _field_types() -> dict[str, Any]:
