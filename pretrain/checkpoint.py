@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import shutil
@@ -25,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from tasks.io import atomic_path
 
 __all__ = ["list_checkpoints", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "COMPLETE", "atomic_write_text"]
 
@@ -36,17 +37,15 @@ _STEP_DIR = re.compile(r"step-(\d+)")
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def list_checkpoints(root: str | Path, complete_only: bool = True) -> list[tuple[int, Path]]:

@@ -9,9 +9,7 @@ half-written image.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -70,15 +68,10 @@ def _output_path(out_dir: Path, rel: Path) -> Path:
 
 
 def _save_atomic(image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    from tasks.io import atomic_path
+
+    with atomic_path(path) as tmp:
         image.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_main(argv: Sequence[str] | None = None) -> int:

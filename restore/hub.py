@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_model
 
 from cards import model_card_template
+from tasks.io import publish_mode
 
 if TYPE_CHECKING:
     from restore.model import RestorationModel
@@ -76,6 +77,7 @@ def save_pretrained(
     try:
         result = mixin_save(tmp, config=config, model_card_kwargs=model_card_kwargs, **kwargs)
         for item in sorted(tmp.iterdir()):
+            publish_mode(item)  # safetensors writes its file 0600; a published model is world-readable
             os.replace(item, target / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
-from pathlib import Path
 
+from tasks.io import atomic_path
 from tasks.evaluate import ENV_VAR, EvalResult, bicubic_baseline, evaluate
 from tasks.registry import get_task
 
@@ -61,16 +59,8 @@ def markdown_table(results: list[EvalResult]) -> str:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
 
 
 def eval_main(argv: list[str] | None = None) -> int:

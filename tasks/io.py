@@ -7,15 +7,20 @@ interrupted run never leaves a truncated image behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image", "read_image_raw", "save_image", "to_uint8"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "list_images", "read_image", "read_image_raw", "save_image", "to_uint8", "atomic_path",
+    "publish_mode",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -94,13 +99,36 @@ def save_image(x: torch.Tensor, path: str | os.PathLike, bits: int = 8) -> Path:
         im = Image.fromarray(arr[0]) if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0))
     else:
         raise ValueError(f"bits must be 8 or 16, got {bits}")
+    with atomic_path(path) as tmp:
+        im.save(tmp, format=Image.registered_extensions().get(path.suffix.lower()))
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike) -> None:
+    """Give a finished file the permissions of a normally created one (temporary-file writers make it 0600)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds.
+
+    A crash or an exception therefore never leaves a half-written file under the final name.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        im.save(tmp, format=Image.registered_extensions().get(path.suffix.lower()))
+        yield Path(tmp)
+        publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path

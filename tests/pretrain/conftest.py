@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -32,7 +33,6 @@ def shard_set(image_tree, tmp_path_factory):
 @pytest.fixture(scope="session")
 def bad_shards(tmp_path_factory) -> list[str]:
     """A truncated tar and a tar with a garbage image member."""
-    from PIL import Image
 
     d = tmp_path_factory.mktemp("bad")
     good = io.BytesIO()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from restore.convert import FAMILIES, convert_checkpoint, convert_main, load_official_state_dict
+from restore.convert import FAMILIES, convert_checkpoint, convert_main
 from restore.model import RestorationModel
 
 SwinIR = pytest.importorskip("spandrel.architectures.SwinIR").SwinIR
