@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: $(STAMP)
-	$(BIN)/python -m pretrain.demo $(if $(DATA),--data $(DATA),)
+	$(BIN)/python -m finetune.demo $(if $(DATA),--data $(DATA),)
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e ".[bench]"
