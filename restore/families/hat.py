@@ -26,6 +26,7 @@ from restore.families.swinir import (
     WindowAttention,
     _init_weights,
     biased_attention,
+    to_conv_layout,
     build_window_tail,
     relative_position_index,
     resolve_arch,
@@ -98,7 +99,7 @@ class HAB(nn.Module):
         _, h, w, _ = x.shape
         ws, s = self.window_size, self.shift_size
         y = self.norm1(x)
-        conv = self.conv_block(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        conv = self.conv_block(to_conv_layout(y)).permute(0, 2, 3, 1)
         if s:
             y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
         y = window_reverse(self.attn(window_partition(y, ws), shift_mask if s else None), ws, h, w)
@@ -175,7 +176,7 @@ class RHAG(nn.Module):
         for blk in self.blocks:
             y = blk(y, shift_mask)
         y = self.overlap_attn(y)
-        return self.conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) + x
+        return x + self.conv(to_conv_layout(y)).permute(0, 2, 3, 1)  # x first: the sum stays (B, H, W, C)
 
 
 class HATBody(nn.Module):
@@ -206,7 +207,7 @@ class HATBody(nn.Module):
         x = self.pos_drop(self.patch_norm(feat.permute(0, 2, 3, 1)))  # (B, H, W, C)
         for layer in self.layers:
             x = layer(x, mask)
-        x = self.norm(x).permute(0, 3, 1, 2)
+        x = to_conv_layout(self.norm(x))
         return self.conv_after_body(x) + feat
 
 

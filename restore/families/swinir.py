@@ -38,6 +38,7 @@ __all__ = [
     "relative_position_index",
     "shift_window_mask",
     "biased_attention",
+    "to_conv_layout",
     "ShiftMaskCache",
     "WindowAttention",
     "SwinBlock",
@@ -164,6 +165,19 @@ class ShiftMaskCache:
 # ----------------------------------------------------------------------------------------------------- modules
 
 
+def to_conv_layout(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) channels-last activations -> (B, C, H, W) for a convolution.
+
+    On CUDA the permuted view is kept (channels-last strides suit cuDNN's tensor-core convolutions). On CPU it is
+    copied to plain NCHW: oneDNN's 3x3 convolutions ran ~1.6x slower forward + backward on channels-last strides
+    than on NCHW (64->256 channels at 128x128, one thread), far more than the copy costs; it made HAT's training
+    step slower than the official code's (`tests/benchmarks/bench_training.py`), which makes the same copy
+    (``PatchUnEmbed``'s ``.contiguous()``).
+    """
+    x = x.permute(0, 3, 1, 2)
+    return x if x.is_cuda else x.contiguous()
+
+
 def biased_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -181,7 +195,8 @@ def biased_attention(
     On CUDA this is one `F.scaled_dot_product_attention` call (its memory-efficient kernel takes a float mask and
     returns the bias gradient). On CPU SDPA falls back to its generic math path for a float mask, plus a scan for
     fully masked rows; the explicit form below is faster there, and it adds the bias and the mask in place into the
-    logits (no (nW, nH, N, N) temporary), in the reference's order, so results match the official code bit for bit.
+    logits (no (nW, nH, N, N) temporary), in the reference's order (scale q, q k^T, + bias, + mask); at inference
+    the softmax also overwrites the logits.
     """
     if q.is_cuda:
         mask = bias if shift_mask is None else bias + shift_mask.unsqueeze(1)  # (nW, nH, Nq, Nk)
@@ -197,8 +212,6 @@ def biased_attention(
     if dropout_p:
         attn = F.dropout(attn, dropout_p)
     return attn @ v
-
-
 
 
 class WindowAttention(nn.Module):
@@ -313,7 +326,7 @@ class RSTB(nn.Module):
         y = x
         for blk in self.blocks:
             y = blk(y, shift_mask)
-        return self.conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) + x
+        return x + self.conv(to_conv_layout(y)).permute(0, 2, 3, 1)  # x first: the sum stays (B, H, W, C)
 
 
 class SwinIRBody(nn.Module):
@@ -344,7 +357,7 @@ class SwinIRBody(nn.Module):
         x = self.pos_drop(self.patch_norm(feat.permute(0, 2, 3, 1)))  # (B, H, W, C)
         for layer in self.layers:
             x = layer(x, mask)
-        x = self.norm(x).permute(0, 3, 1, 2)
+        x = to_conv_layout(self.norm(x))
         return self.conv_after_body(x) + feat
 
 
