@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from torch import nn
 
 __all__ = ["pad_amount", "reflect_pad", "pad_to_multiple", "crop_to"]
 
@@ -58,3 +60,15 @@ def crop_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if x.shape[-2] == height and x.shape[-1] == width:
         return x
     return x[..., :height, :width]
+
+
+def init_transformer_weights(m: nn.Module) -> None:
+    """The initialisation of the official SwinIR/HAT/EDT bodies (``_init_weights``): truncated-normal (std 0.02)
+    linears with zero bias, unit LayerNorms; convolutions keep PyTorch's default. Use with ``module.apply``."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

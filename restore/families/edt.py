@@ -48,9 +48,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
 from torch import nn
 
+from restore.layers import init_transformer_weights
 from restore.registry import register_family, register_variant
 
 __all__ = ["EDTArch", "EDTBody", "EDTFamily", "CrossedWindowAttention", "EDTBlock"]
@@ -352,7 +353,7 @@ class EDTBody(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.conv_after_body = nn.Conv2d(dim, dim, 3, 1, 1)
         self._masks: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.apply(_init_transformer_weights)
+        self.apply(init_transformer_weights)
 
     def masks(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """The (horizontal, vertical) shifted-window masks for a feature map of this size (cached)."""
@@ -377,16 +378,6 @@ class EDTBody(nn.Module):
         x = self.norm(x).permute(0, 3, 1, 2)  # (B, C, H, W)
         return self.conv_after_body(x) + feat
 
-
-def _init_transformer_weights(m: nn.Module) -> None:
-    # as the official SwinBody: truncated normal linears, unit LayerNorms (convs keep PyTorch's default)
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # ------------------------------------------------------------------------------------- heads and tails

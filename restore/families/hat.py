@@ -21,18 +21,16 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
 from restore.families.swinir import (
-    MeanShiftHead,
+    SwinIRFamily,
     ShiftMaskCache,
     WindowAttention,
-    _init_weights,
     biased_attention,
     to_conv_layout,
-    build_window_tail,
     relative_position_index,
-    resolve_arch,
     window_partition,
     window_reverse,
 )
+from restore.layers import init_transformer_weights
 from restore.registry import register_family, register_variant
 
 __all__ = ["CAB", "HAB", "OCAB", "RHAG", "HATBody", "HATFamily"]
@@ -198,7 +196,7 @@ class HATBody(nn.Module):
         else:
             self.conv_after_body = nn.Identity()
         self.shift_masks = ShiftMaskCache(ws, ws // 2)
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     def forward(self, feat: torch.Tensor, task: str | None = None) -> torch.Tensor:
         """feat: (B, C, H, W) with H, W multiples of the window size -> (B, C, H, W)."""
@@ -211,33 +209,21 @@ class HATBody(nn.Module):
         return self.conv_after_body(x) + feat
 
 
-class HATFamily:
-    """Builds HAT heads, body and tails from official HAT keyword arguments."""
+class HATFamily(SwinIRFamily):
+    """Builds HAT heads, body and tails from official HAT keyword arguments: SwinIR's head and tails, HAT's body.
+
+    Scale-1 tasks (not in the official code) get SwinIR's image-residual tail.
+    """
 
     name = "hat"
+    defaults = HAT_DEFAULTS
+    body_class = HATBody
 
     def arch(self, arch: dict[str, Any]) -> dict[str, Any]:
-        a = resolve_arch(arch, HAT_DEFAULTS, self.name)
+        a = super().arch(arch)
         if a["upsampler"] != "pixelshuffle":
             raise ValueError(f"HAT supports upsampler='pixelshuffle' only (as the official code), got {a['upsampler']!r}")
         return a
-
-    def build_body(self, arch: dict[str, Any], tasks: list[str]) -> nn.Module:
-        return HATBody(self.arch(arch))
-
-    def build_head(self, arch: dict[str, Any], task: str) -> nn.Module:
-        a = self.arch(arch)
-        return MeanShiftHead(a["embed_dim"], a["img_range"])
-
-    def build_tail(self, arch: dict[str, Any], task: str) -> nn.Module:
-        # SR: the official pixelshuffle tail. Scale-1 tasks (not in the official code): SwinIR's image residual.
-        return build_window_tail(self.arch(arch), task)
-
-    def pad_multiple(self, arch: dict[str, Any], task: str) -> int:
-        return int(self.arch(arch)["window_size"])
-
-    def fixed_input_size(self, arch: dict[str, Any]) -> int | None:
-        return None
 
 
 register_family(HATFamily())

@@ -29,6 +29,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
 from tasks.registry import get_task
+from restore.layers import init_transformer_weights
 from restore.registry import register_family, register_variant
 
 __all__ = [
@@ -348,7 +349,7 @@ class SwinIRBody(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.conv_after_body = residual_conv(dim, a["resi_connection"])
         self.shift_masks = ShiftMaskCache(ws, ws // 2)
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     def forward(self, feat: torch.Tensor, task: str | None = None) -> torch.Tensor:
         """feat: (B, C, H, W) with H, W multiples of the window size -> (B, C, H, W)."""
@@ -359,17 +360,6 @@ class SwinIRBody(nn.Module):
             x = layer(x, mask)
         x = to_conv_layout(self.norm(x))
         return self.conv_after_body(x) + feat
-
-
-def _init_weights(m: nn.Module) -> None:
-    # as the reference `_init_weights`: truncated-normal linears, unit LayerNorms
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 class MeanShiftHead(nn.Module):
@@ -486,15 +476,17 @@ def build_window_tail(a: dict[str, Any], task: str) -> nn.Module:
 
 
 class SwinIRFamily:
-    """Builds SwinIR heads, body and tails from official SwinIR keyword arguments."""
+    """Builds SwinIR heads, body and tails from official SwinIR keyword arguments (HAT reuses all but the body)."""
 
     name = "swinir"
+    defaults = SWINIR_DEFAULTS
+    body_class: type[nn.Module] = SwinIRBody
 
     def arch(self, arch: dict[str, Any]) -> dict[str, Any]:
-        return resolve_arch(arch, SWINIR_DEFAULTS, self.name)
+        return resolve_arch(arch, self.defaults, self.name)
 
     def build_body(self, arch: dict[str, Any], tasks: list[str]) -> nn.Module:
-        return SwinIRBody(self.arch(arch))
+        return self.body_class(self.arch(arch))
 
     def build_head(self, arch: dict[str, Any], task: str) -> nn.Module:
         a = self.arch(arch)
