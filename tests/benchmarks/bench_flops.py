@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import Row, command, emit, machine, parser, setup
+from common import Row, command, emit, parser, setup
 
 PUBLISHED = {"swinir_m": 53.6, "hat_s": 54.9, "hat": 102.4, "hat_l": 203.0, "edt_t": 5.4, "edt_s": 22.0,
              "edt_b": 56.8, "edt_l": 193.0}

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from common import Row, alternate, command, emit, machine, parser, setup, time_ratio_note
+from common import Row, alternate, emit, machine, parser, setup, time_ratio_note
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets; --peak-tflops overrides.
 PEAKS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0,

@@ -19,7 +19,6 @@ body (activations scale with the tile's pixels).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

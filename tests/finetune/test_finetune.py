@@ -13,6 +13,7 @@ import pytest
 from finetune.cli import main
 from restore.model import RestorationModel
 from tests.finetune.helpers import BENCHMARKS, CORPUS, need
+from tests.shared import needs_benchmarks
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -28,6 +29,7 @@ def _scores(card) -> dict[tuple[str, str], float]:
     return {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
 
 
+@needs_benchmarks
 def test_sr_x2_from_smoke_export_raises_set5_psnr(pretrained, tmp_path):
     out = tmp_path / "ft"
     code = main(["--init", str(pretrained["export"]), "--task", "sr_x2", "--train", str(need(CORPUS)),

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-CORPUS = Path(os.environ.get("RESTORE_SHARED", "/work/shared")) / "corpus" / "imagenet-sample"
+from tests.shared import CORPUS
+
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tests.pretrain.helpers import PYTHON, REPO, TINY_OVERRIDES, pretrain_env
+from tests.shared import HAVE_BENCHMARKS
 
 pytestmark = pytest.mark.slow
 BIN = Path(PYTHON).parent
@@ -166,6 +167,8 @@ def test_plain_single_process_ipt_mode(shard_set, tmp_path):
     export(str(out), str(tmp_path / "hub"))
     assert (tmp_path / "hub" / "model.safetensors").exists()
     assert "done: step 3" in proc.stdout
-    # validation PSNR on the first Set5 image was logged (the shared benchmarks are on this machine)
+    # validation PSNR on the first Set5 image was logged (where the shared benchmarks are present)
+    if not HAVE_BENCHMARKS:
+        return
     val = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "val:sr_x2/Set5/psnr" in r]
     assert len(val) == 1 and 5 < val[0]["val:sr_x2/Set5/psnr"] < 60
