@@ -7,24 +7,9 @@ import torch
 
 from restore.convert import convert_checkpoint
 from restore.model import RestorationModel
+from tests.restore.reference import max_diff, perturbed
 
 HAT = pytest.importorskip("spandrel.architectures.HAT").HAT
-
-
-def _perturbed(ref: torch.nn.Module) -> torch.nn.Module:
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return ref.eval()
-
-
-def _max_diff(ref: torch.nn.Module, model: RestorationModel, task: str, h: int, w: int) -> float:
-    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
-    with torch.no_grad():
-        a, b = ref(x), model(x, task)
-    assert a.shape == b.shape
-    return (a - b).abs().max().item()
 
 
 @pytest.mark.parametrize(
@@ -36,21 +21,21 @@ def _max_diff(ref: torch.nn.Module, model: RestorationModel, task: str, h: int, 
     ],
 )
 def test_equals_official_small(kw: dict, task: str, sizes: list) -> None:
-    ref = _perturbed(HAT(embed_dim=24, depths=[2, 2], num_heads=[2, 3], compress_ratio=3, squeeze_factor=6,
+    ref = perturbed(HAT(embed_dim=24, depths=[2, 2], num_heads=[2, 3], compress_ratio=3, squeeze_factor=6,
                          mlp_ratio=2.0, **kw))
     model = convert_checkpoint(ref.state_dict(), "hat", img_range=kw.get("img_range", 1.0))
     assert model.tasks == [task]
     for h, w in sizes:
-        assert _max_diff(ref, model, task, h, w) <= 1e-5
+        assert max_diff(ref, model, task, h, w) <= 1e-5
 
 
 def test_equals_official_published_hat_s() -> None:
-    ref = _perturbed(HAT(embed_dim=144, depths=[6] * 6, num_heads=[6] * 6, window_size=16, compress_ratio=24,
+    ref = perturbed(HAT(embed_dim=144, depths=[6] * 6, num_heads=[6] * 6, window_size=16, compress_ratio=24,
                          squeeze_factor=24, conv_scale=0.01, overlap_ratio=0.5, mlp_ratio=2.0, upscale=4,
                          img_size=64))
     model = convert_checkpoint(ref.state_dict(), "hat")
     assert model.variant == "hat_s" and model.tasks == ["sr_x4"]
-    assert _max_diff(ref, model, "sr_x4", 16, 12) <= 1e-5  # 12 pads to 16
+    assert max_diff(ref, model, "sr_x4", 16, 12) <= 1e-5  # 12 pads to 16
 
 
 @pytest.mark.parametrize("variant, published", [("hat_s", 9.6e6), ("hat", 20.8e6), ("hat_l", 40.8e6)])

@@ -7,20 +7,12 @@ import torch
 
 from restore.convert import convert_checkpoint
 from restore.model import RestorationModel
+from tests.restore.reference import perturbed
 
 IPT = pytest.importorskip("spandrel.architectures.IPT").IPT
 
 SMALL = dict(patch_size=12, patch_dim=3, n_feats=8, num_heads=2, num_layers=2)
 SIX = ["sr_x2", "sr_x3", "sr_x4", "denoise_g30", "denoise_g50", "derain"]
-
-
-def _perturbed(ref: torch.nn.Module) -> torch.nn.Module:
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in ref.parameters():
-            if p.requires_grad:  # the MeanShift convs are frozen constants
-                p.add_(torch.randn_like(p) * 0.02)
-    return ref.eval()
 
 
 def _official(ref: torch.nn.Module, head: int, x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +21,7 @@ def _official(ref: torch.nn.Module, head: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_six_heads_equal_official_small() -> None:
-    ref = _perturbed(IPT(**SMALL, num_queries=6, scale=[2, 3, 4, 1, 1, 1]))
+    ref = perturbed(IPT(**SMALL, num_queries=6, scale=[2, 3, 4, 1, 1, 1]))
     model = convert_checkpoint(ref.state_dict(), "ipt", num_heads=2)
     assert model.tasks == SIX
     assert model.fixed_input_size() == 12
@@ -48,7 +40,7 @@ def test_published_config_equals_official() -> None:
     this depth, so a 1e-5 float32 bound cannot hold for *any* reordering of the same math; float64 isolates the
     architecture (differences ~1e-11), and the float32 check asserts we are no less accurate than the reference.
     """
-    ref = _perturbed(IPT(num_queries=1, scale=[2]))
+    ref = perturbed(IPT(num_queries=1, scale=[2]))
     model = convert_checkpoint(ref.state_dict(), "ipt")
     assert model.variant == "ipt" and model.tasks == ["sr_x2"]
     n = sum(p.numel() for p in model.parameters())

@@ -7,25 +7,9 @@ import torch
 
 from restore.convert import convert_checkpoint
 from restore.model import RestorationModel
+from tests.restore.reference import max_diff, perturbed
 
 SwinIR = pytest.importorskip("spandrel.architectures.SwinIR").SwinIR
-
-
-def _perturbed(ref: torch.nn.Module) -> torch.nn.Module:
-    """Random weights everywhere (init leaves biases/LayerNorms at 0/1, which would hide mapping errors)."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return ref.eval()
-
-
-def _max_diff(ref: torch.nn.Module, model: RestorationModel, task: str, h: int, w: int) -> float:
-    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
-    with torch.no_grad():
-        a, b = ref(x), model(x, task)
-    assert a.shape == b.shape
-    return (a - b).abs().max().item()
 
 
 SMALL = dict(embed_dim=24, depths=[2, 2], num_heads=[2, 3], window_size=4, mlp_ratio=2.0, img_size=16)
@@ -42,27 +26,27 @@ SMALL = dict(embed_dim=24, depths=[2, 2], num_heads=[2, 3], window_size=4, mlp_r
     ],
 )
 def test_equals_official_small(kw: dict, task: str) -> None:
-    ref = _perturbed(SwinIR(**SMALL, **kw))
+    ref = perturbed(SwinIR(**SMALL, **kw))
     model = convert_checkpoint(ref.state_dict(), "swinir", tasks=[task], img_range=kw.get("img_range", 1.0))
     assert model.tasks == [task]
     for h, w in [(16, 16), (13, 18)]:  # 13x18 needs padding to the window multiple
-        assert _max_diff(ref, model, task, h, w) <= 1e-5
+        assert max_diff(ref, model, task, h, w) <= 1e-5
 
 
 def test_equals_official_published_swinir_m() -> None:
-    ref = _perturbed(SwinIR(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8, mlp_ratio=2.0,
+    ref = perturbed(SwinIR(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8, mlp_ratio=2.0,
                             upsampler="pixelshuffle", upscale=4, img_size=64))
     model = convert_checkpoint(ref.state_dict(), "swinir")
     assert model.variant == "swinir_m" and model.tasks == ["sr_x4"]
-    assert _max_diff(ref, model, "sr_x4", 16, 12) <= 1e-5  # 12 pads to 16
+    assert max_diff(ref, model, "sr_x4", 16, 12) <= 1e-5  # 12 pads to 16
 
 
 def test_equals_official_published_swinir_s() -> None:
-    ref = _perturbed(SwinIR(embed_dim=60, depths=[6] * 4, num_heads=[6] * 4, window_size=8, mlp_ratio=2.0,
+    ref = perturbed(SwinIR(embed_dim=60, depths=[6] * 4, num_heads=[6] * 4, window_size=8, mlp_ratio=2.0,
                             upsampler="pixelshuffledirect", upscale=2, img_size=64))
     model = convert_checkpoint(ref.state_dict(), "swinir")
     assert model.variant == "swinir_s"
-    assert _max_diff(ref, model, "sr_x2", 20, 24) <= 1e-5
+    assert max_diff(ref, model, "sr_x2", 20, 24) <= 1e-5
 
 
 @pytest.mark.parametrize("variant, task, published", [("swinir_s", "sr_x2", 0.897e6), ("swinir_m", "sr_x4", 11.9e6)])
