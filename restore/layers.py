@@ -7,6 +7,8 @@ multiple (SwinIR PR #139 discusses the always-pad variant).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
@@ -72,3 +74,19 @@ def init_transformer_weights(m: nn.Module) -> None:
     elif isinstance(m, nn.LayerNorm):
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
+
+
+class PixelShuffleUpsample(nn.Sequential):
+    """conv to 4C + PixelShuffle(2) per factor 2, or conv to 9C + PixelShuffle(3): the ``Upsample`` of EDSR, SwinIR,
+    HAT, IPT and EDT (the same layer order, so the official checkpoints' ``upsample.<i>`` keys fit)."""
+
+    def __init__(self, scale: int, num_feat: int) -> None:
+        layers: list[nn.Module] = []
+        if scale & (scale - 1) == 0:
+            for _ in range(int(math.log2(scale))):
+                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+        else:
+            raise ValueError(f"pixelshuffle upsampling supports scales 2^n and 3, got {scale}")
+        super().__init__(*layers)

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from restore.layers import init_transformer_weights
+from restore.layers import PixelShuffleUpsample, init_transformer_weights
 from restore.registry import register_family, register_variant
 
 __all__ = ["EDTArch", "EDTBody", "EDTFamily", "CrossedWindowAttention", "EDTBlock"]
@@ -174,18 +174,6 @@ class UpResBlock(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.block(torch.cat([self.up(x), skip], dim=1))
 
-
-def _pixelshuffle_upsampler(scale: int, num_feat: int) -> nn.Sequential:
-    """conv + PixelShuffle stages (x2 repeated for powers of two, one x3 stage for 3), as in SwinIR/EDT."""
-    layers: list[nn.Module] = []
-    if scale & (scale - 1) == 0:
-        for _ in range(int(math.log2(scale))):
-            layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-    elif scale == 3:
-        layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-    else:
-        raise ValueError(f"EDT's pixelshuffle upsampler supports scales 2^n and 3, got {scale}")
-    return nn.Sequential(*layers)
 
 
 # ------------------------------------------------------------------------------------ transformer body
@@ -432,7 +420,7 @@ class EDTSRTail(_Normalize):
             blocks.append(ResBlockSkip(in_chl, nf * 2 ** (i + 1)))
         out_chl = nf * 2
         if arch.upsampler == "pixelshuffle":
-            blocks += [_pixelshuffle_upsampler(scale, out_chl), nn.Conv2d(out_chl, arch.in_chans, 3, 1, 1)]
+            blocks += [PixelShuffleUpsample(scale, out_chl), nn.Conv2d(out_chl, arch.in_chans, 3, 1, 1)]
         else:  # "pixelshuffledirect": one conv straight to scale^2 * 3 channels (lightweight EDT-T)
             direct = nn.Sequential(nn.Conv2d(out_chl, scale**2 * arch.in_chans, 3, 1, 1), nn.PixelShuffle(scale))
             blocks += [direct, nn.Identity()]

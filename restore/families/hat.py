@@ -21,6 +21,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
 from restore.families.swinir import (
+    SWINIR_DEFAULTS,
     SwinIRBody,
     SwinIRFamily,
     ShiftMaskCache,
@@ -38,25 +39,11 @@ __all__ = ["CAB", "HAB", "OCAB", "RHAG", "HATBody", "HATFamily"]
 
 # Official HAT keyword arguments and their defaults (`HAT.__init__`); published configs are the variants below.
 HAT_DEFAULTS: dict[str, Any] = {
-    "embed_dim": 96,
-    "depths": (6, 6, 6, 6),
-    "num_heads": (6, 6, 6, 6),
-    "window_size": 7,
+    **SWINIR_DEFAULTS,  # HAT.__init__ shares SwinIR's arguments and defaults, and adds the hybrid-attention ones
     "compress_ratio": 3,
     "squeeze_factor": 30,
     "conv_scale": 0.01,
     "overlap_ratio": 0.5,
-    "mlp_ratio": 4.0,
-    "qkv_bias": True,
-    "qk_scale": None,
-    "drop_rate": 0.0,
-    "attn_drop_rate": 0.0,
-    "drop_path_rate": 0.1,
-    "patch_norm": True,
-    "img_range": 1.0,
-    "upsampler": "pixelshuffle",
-    "resi_connection": "1conv",
-    "num_feat": 64,
 }
 
 

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from restore.families.swinir import DIV2K_MEAN, PixelShuffleUpsample
+from restore.families.swinir import DIV2K_MEAN
+from restore.layers import PixelShuffleUpsample
 from restore.registry import register_family, register_variant
 from tasks.registry import get_task
 

@@ -29,7 +29,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
 from tasks.registry import get_task
-from restore.layers import init_transformer_weights
+from restore.layers import PixelShuffleUpsample, init_transformer_weights
 from restore.registry import register_family, register_variant
 
 __all__ = [
@@ -374,20 +374,6 @@ class MeanShiftHead(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         return self.conv_first((x - self.mean) * self.img_range), ()
 
-
-class PixelShuffleUpsample(nn.Sequential):
-    """conv to 4C + PixelShuffle(2) per factor 2, or conv to 9C + PixelShuffle(3) (EDSR/SwinIR `Upsample`)."""
-
-    def __init__(self, scale: int, num_feat: int) -> None:
-        layers: list[nn.Module] = []
-        if scale & (scale - 1) == 0:
-            for _ in range(int(math.log2(scale))):
-                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
-            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            raise ValueError(f"pixelshuffle upsampling supports scales 2^n and 3, got {scale}")
-        super().__init__(*layers)
 
 
 class _Denormalise(nn.Module):
