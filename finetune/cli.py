@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -55,7 +56,14 @@ def _split_overrides(values: list[str] | None) -> tuple[list[str], list[str]]:
     return keep, [v for v in values if v not in keep]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: exit codes 0 done, 1 failed during the work, 2 bad input, 130 interrupted (``tasks.errors``)."""
+    from tasks.errors import run_command
+
+    return run_command("finetune", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -53,7 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: exit codes 0 done, 1 failed during the work, 2 bad input, 130 interrupted (``tasks.errors``)."""
+    from tasks.errors import run_command
+
+    return run_command("pretrain", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

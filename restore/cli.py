@@ -146,6 +146,13 @@ def _dispatch(module: str, func: str, argv: list[str], what: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: exit codes 0 done, 1 failed during the work, 2 bad input, 130 interrupted (``tasks.errors``)."""
+    from tasks.errors import run_command
+
+    return run_command("restore", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_USAGE, end="")
