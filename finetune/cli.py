@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default=None, help="architecture for --init none (from scratch)")
     p.add_argument("--init-revision", default=None, help="Hub branch, tag or sha of --init")
     p.add_argument("--init-ema", action="store_true", help="start from a raw checkpoint's EMA weights")
-    p.add_argument("--val-limit", type=int, default=None, help="score only the first N images per benchmark")
+    p.add_argument("--val-limit", type=_positive_int, default=None, metavar="N",
+                   help="score only the first N images per benchmark (N >= 1)")
     p.add_argument("--benchmarks-root", default=None, help="folder holding the benchmarks (default: RESTORE_BENCHMARKS "
                    "or ../shared/benchmarks)")
     p.add_argument("--resume", default=None, help="'auto' (latest complete checkpoint in --out) or a step-N folder")
@@ -47,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed adds it
     p.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     return p
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--val-limit 0`` would score nothing and pick the best from noise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def _split_overrides(values: list[str] | None) -> tuple[list[str], list[str]]:
@@ -87,28 +99,32 @@ def _main(argv: list[str]) -> int:
     missing = [flag for flag, v in (("--init", args.init), ("--task", args.tasks), ("--train", args.train)) if not v]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
-    from finetune.data import DataError
+    # bad input raises (tasks.errors.InputError and kin) and `run_command` makes it one line and exit 2
+    recipe = get_recipe(args.recipe, overrides)
     from finetune.train import FinetuneConfig, run_finetune
 
-    try:
-        recipe = get_recipe(args.recipe, overrides)
-        if args.local_rank is not None:
-            from pretrain.launch import setup_single_rank_env
+    if args.local_rank is not None:
+        from pretrain.launch import setup_single_rank_env
 
-            setup_single_rank_env(args.local_rank)
-        cfg = FinetuneConfig(
-            init=args.init, tasks=args.tasks, train=args.train, val=args.val, recipe=recipe,
-            out=args.out or f"runs/finetune-{'-'.join(args.tasks)}", variant=args.variant,
-            init_revision=args.init_revision, init_ema=args.init_ema, val_limit=args.val_limit,
-            benchmarks_root=args.benchmarks_root, resume=args.resume, push_to_hub=args.push_to_hub,
-            revision=args.revision, private=args.private, base_model=args.base_model, model_name=args.model_name,
-            data_name=args.data_name,
-        )
-        result = run_finetune(cfg)
-    except (DataError, ValueError, FileNotFoundError) as err:
-        print(f"finetune: error: {err}", file=sys.stderr)
-        return 2
+        setup_single_rank_env(args.local_rank)
+    cfg = FinetuneConfig(
+        init=args.init, tasks=args.tasks, train=args.train, val=args.val, recipe=recipe,
+        out=args.out or f"runs/finetune-{'-'.join(args.tasks)}", variant=args.variant,
+        init_revision=args.init_revision, init_ema=args.init_ema, val_limit=args.val_limit,
+        benchmarks_root=args.benchmarks_root, resume=args.resume, push_to_hub=args.push_to_hub,
+        revision=args.revision, private=args.private, base_model=args.base_model, model_name=args.model_name,
+        data_name=args.data_name,
+    )
+    result = run_finetune(cfg)
     if os.environ.get("RANK", "0") == "0":
+        if result.skipped:  # training goes on without them, as pretraining does; each is named here
+            redrawn = result.skips.get("corrupt", 0)
+            print(f"skipped {len(result.skipped)} unreadable file(s)"
+                  + (f" ({redrawn} training sample(s) redrawn)" if redrawn else "") + ":")
+            for path, why in result.skipped[:50]:
+                print(f"  skipped {path}: {why}")
+            if len(result.skipped) > 50:
+                print(f"  ... {len(result.skipped) - 50} more in {cfg.out}/summary.json")
         if result.best:
             scores = ", ".join(f"{k} {v:.3f}" for k, v in result.best["metrics"].items() if k.endswith("psnr"))
             print(f"best at step {result.best['step']}: {scores} -> {result.best_dir}")

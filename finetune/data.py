@@ -9,11 +9,19 @@ Sources (``--train``, one or more, concatenated per task):
   ``HR/`` + ``LR_bicubic/X2/``): an ``sr_x<s>`` task trains on the stored pairs when ``X<s>`` exists, other tasks
   degrade the HR images;
 - a ``rainy/`` + ``norain/`` folder (the Rain100H/Rain100L layout): derain tasks train on the pairs;
-- webdataset shards (``.tar`` paths, brace patterns, URLs): `pretrain.data.DataStream`, unchanged.
+- webdataset shards (``.tar`` paths, brace patterns, URLs; several ``--train`` specs are joined with ``::``, as
+  pretraining's ``--data``): `pretrain.data.DataStream`, unchanged, after `pretrain.data.check_shards`.
 
 Pairs are checked before training: every GT needs its LQ partner (and the reverse) and the sizes must agree
 (``LQ = GT // scale``, DIV2K's convention); every problem is reported at once, by file name. Images smaller than
 the patch are left out with a warning.
+
+Bad files follow pretraining's policy (`pretrain.data`): skipped and counted, never a dead run. The scan opens
+every header and lets PIL verify the file (cheap: no pixels decoded); each unreadable file is named with its
+reason and left out (`TrainingData.skipped`), and only a task left with no usable image is an error. A file that
+passes the scan but fails to decode in training (a JPEG truncated after its header) is skipped there: the sample is
+replaced by the next image of the same permutation, a choice that depends only on the files, so a resumed run
+draws the same batches; `PairStream.skips` counts it and the first failure of each file is logged by name.
 
 The stream is a function of (seed, step, rank), like `pretrain.data.ShardStream`: sample ``k`` of a task is image
 ``perm_epoch[k % N]`` of a per-epoch seeded permutation, and crops, flips and degradation noise come from a generator
@@ -28,7 +36,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,17 +44,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pretrain.data import Batch, StepData
+from pretrain.data import SKIP_KINDS, Batch, StepData, hr_patch
+from tasks.errors import InputError
 from tasks.io import IMAGE_EXTENSIONS, list_images
 from tasks.registry import Task, get_task
 
-__all__ = ["Pair", "DataError", "TrainingData", "scan_training_data", "PairStream", "is_shard_spec", "build_stream"]
+__all__ = ["Pair", "DataError", "TrainingData", "scan_training_data", "PairStream", "is_shard_spec", "shard_data",
+           "build_stream", "probe_image"]
 
 log = logging.getLogger("finetune.data")
 _MAX_LISTED = 20  # problems named in one error message
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """The training data cannot be used as given (missing folder, unpaired or mis-sized files)."""
 
 
@@ -65,6 +75,7 @@ class TrainingData:
     pairs: dict[str, list[Pair]]
     descriptions: list[str]
     names: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) the scan left out
 
     def describe(self) -> str:
         return "; ".join(self.descriptions)
@@ -81,12 +92,43 @@ def is_shard_spec(spec: str) -> bool:
     return False
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file header (PIL reads no pixels for this)."""
+def probe_image(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file that PIL can open and verify; raises (any exception) if it cannot.
+
+    Reads the header and the file's structure (PNG chunk checksums, ...), not the pixels: what a scan of thousands
+    of files can afford. A JPEG cut after its header passes; training skips it when it fails to decode.
+    """
     from PIL import Image
 
     with Image.open(path) as im:
-        return im.height, im.width
+        size = im.height, im.width
+        im.verify()
+    return size
+
+
+def _why(path: str | os.PathLike, err: BaseException) -> str:
+    """A short reason a file is unusable (the file is named beside it, so PIL's own copy of the path is cut)."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return "empty file (0 bytes)"
+    text = " ".join(str(err).replace(repr(str(path)), "").replace(str(path), "").split()).rstrip(" :")
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+class _Probe:
+    """`probe_image` once per file during a scan; unreadable files collect in ``bad`` (path -> why)."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, tuple[int, int]] = {}
+        self.bad: dict[str, str] = {}
+
+    def __call__(self, path: str | os.PathLike) -> tuple[int, int] | None:
+        key = str(path)
+        if key not in self.sizes and key not in self.bad:
+            try:
+                self.sizes[key] = probe_image(path)
+            except Exception as err:  # noqa: BLE001 - whatever PIL raises, the file cannot be trained on
+                self.bad[key] = _why(path, err)
+        return self.sizes.get(key)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -115,7 +157,7 @@ def _lr_stem(stem: str, scale: int) -> str:
     return re.sub(f"x{scale}$", "", stem)
 
 
-def _sr_pairs(hr_dir: Path, lr_dir: Path, scale: int, problems: list[str]) -> list[Pair]:
+def _sr_pairs(hr_dir: Path, lr_dir: Path, scale: int, problems: list[str], probe: _Probe) -> list[Pair]:
     hr_files = list_images(hr_dir)
     lr_by_stem: dict[str, Path] = {}
     for p in list_images(lr_dir):
@@ -129,7 +171,10 @@ def _sr_pairs(hr_dir: Path, lr_dir: Path, scale: int, problems: list[str]) -> li
                 f"{_rel(hr, base)} has no LR partner in {_rel(lr_dir, base)} (expected {hr.stem}x{scale}.png)"
             )
             continue
-        (h, w), (lh, lw) = _image_size(hr), _image_size(lr)
+        hr_size, lr_size = probe(hr), probe(lr)
+        if hr_size is None or lr_size is None:  # named in the scan's list of skipped files
+            continue
+        (h, w), (lh, lw) = hr_size, lr_size
         if (lh, lw) != (h // scale, w // scale):
             problems.append(
                 f"{_rel(lr, base)} is {lw}x{lh} but its HR {hr.name} is {w}x{h}: at x{scale} the LR must be "
@@ -142,7 +187,7 @@ def _sr_pairs(hr_dir: Path, lr_dir: Path, scale: int, problems: list[str]) -> li
     return pairs
 
 
-def _rain_pairs(root: Path, problems: list[str]) -> list[Pair]:
+def _rain_pairs(root: Path, problems: list[str], probe: _Probe) -> list[Pair]:
     rainy = {p.name: p for p in list_images(root / "rainy")}
     pairs = []
     for clean in list_images(root / "norain"):
@@ -150,8 +195,11 @@ def _rain_pairs(root: Path, problems: list[str]) -> list[Pair]:
         if lq is None:
             problems.append(f"norain/{clean.name} has no partner rainy/{clean.name}")
             continue
-        if _image_size(lq) != _image_size(clean):
-            (h, w), (lh, lw) = _image_size(clean), _image_size(lq)
+        clean_size, lq_size = probe(clean), probe(lq)
+        if clean_size is None or lq_size is None:  # named in the scan's list of skipped files
+            continue
+        if lq_size != clean_size:
+            (h, w), (lh, lw) = clean_size, lq_size
             problems.append(f"rainy/{lq.name} is {lw}x{lh} but norain/{clean.name} is {w}x{h}: they must match")
             continue
         pairs.append(Pair(gt=str(clean), lq=str(lq)))
@@ -166,18 +214,22 @@ def _all_images(root: Path) -> list[Path]:
 
 
 def _patch_gt(task: Task, lr_patch: int, dn_patch: int) -> int:
-    return lr_patch * task.scale if task.scale > 1 else dn_patch
+    return hr_patch(task.name, lr_patch, dn_patch)
 
 
 def scan_training_data(specs: list[str], task_names: list[str], *, lr_patch: int, dn_patch: int) -> TrainingData:
     """Find the training images of each task in the folders ``specs``; check every pair before training.
 
+    Unreadable files (empty, truncated, not an image) are left out and listed in ``skipped`` with the reason.
+
     Raises:
-        DataError: a folder is missing or empty, or files do not pair (all problems listed by file name).
+        DataError: a folder is missing or empty, files do not pair (all problems listed by file name), or a task
+            is left without one usable image.
     """
     task_objs = {t: get_task(t) for t in task_names}
     pairs: dict[str, list[Pair]] = {t: [] for t in task_names}
     problems: list[str] = []
+    probe = _Probe()
     descriptions, names = [], []
     for spec in specs:
         root = Path(spec).expanduser()
@@ -198,18 +250,18 @@ def scan_training_data(specs: list[str], task_names: list[str], *, lr_patch: int
         used = []
         for name, task in task_objs.items():
             if rain and task.kind == "derain":
-                found = _rain_pairs(root, problems)
+                found = _rain_pairs(root, problems, probe)
                 used.append(f"{len(found)} rainy/norain pairs ({name})")
             elif task.kind == "sr" and any(lr is not None and (lr / f"X{task.scale}").is_dir() for _, lr in hr_folders):
                 found = []
                 for hr, lr in hr_folders:
                     if lr is not None and (lr / f"X{task.scale}").is_dir():
-                        found += _sr_pairs(hr, lr / f"X{task.scale}", task.scale, problems)
+                        found += _sr_pairs(hr, lr / f"X{task.scale}", task.scale, problems, probe)
                     else:
-                        found += [Pair(gt=str(p)) for p in list_images(hr)]
+                        found += [Pair(gt=str(p)) for p in list_images(hr) if probe(p)]
                 used.append(f"{len(found)} HR/LR_bicubic X{task.scale} pairs ({name})")
             else:
-                found = [Pair(gt=str(p)) for p in hr_images]
+                found = [Pair(gt=str(p)) for p in hr_images if probe(p)]
                 used.append(f"{len(found)} images degraded on the fly ({name})")
             pairs[name] += found
         descriptions.append(f"{root.name}: " + ", ".join(used))
@@ -219,18 +271,27 @@ def scan_training_data(specs: list[str], task_names: list[str], *, lr_patch: int
         raise DataError(
             f"{len(problems)} training file(s) do not pair up; fix or remove them before training:\n  {listed}{more}"
         )
+    skipped = sorted(probe.bad.items())
+    for path, why in skipped[:_MAX_LISTED]:
+        log.warning("skipped %s: %s", path, why)
+    if len(skipped) > _MAX_LISTED:
+        log.warning("... and %d more unreadable file(s) skipped", len(skipped) - _MAX_LISTED)
     for name, task in task_objs.items():
-        pairs[name] = _drop_small(pairs[name], task, _patch_gt(task, lr_patch, dn_patch))
+        if not pairs[name]:
+            listed = "; ".join(f"{Path(p).name}: {why}" for p, why in skipped[:3])
+            raise DataError(f"no readable training image for {name} in {', '.join(specs)} ({len(skipped)} "
+                            f"unreadable: {listed}{' ...' if len(skipped) > 3 else ''}); replace or remove them")
+        pairs[name] = _drop_small(pairs[name], task, _patch_gt(task, lr_patch, dn_patch), probe)
         if not pairs[name]:
             raise DataError(f"no training image for {name} is at least {_patch_gt(task, lr_patch, dn_patch)} px on "
                             "its shorter side; use larger images or a smaller lr_patch/dn_patch")
-    return TrainingData(pairs, descriptions, names)
+    return TrainingData(pairs, descriptions, names, skipped)
 
 
-def _drop_small(pairs: list[Pair], task: Task, size: int) -> list[Pair]:
+def _drop_small(pairs: list[Pair], task: Task, size: int, probe: _Probe) -> list[Pair]:
     kept, small = [], []
     for pair in pairs:
-        (small if min(_image_size(Path(pair.gt))) < size else kept).append(pair)
+        (small if min(probe(pair.gt)) < size else kept).append(pair)
     if small:
         log.warning("%s: %d image(s) smaller than the %d px patch are left out, e.g. %s", task.name, len(small), size,
                     ", ".join(Path(p.gt).name for p in small[:5]))
@@ -292,6 +353,7 @@ class _StepDataset(Dataset):
         self.batch_size, self.lr_patch, self.dn_patch = batch_size, lr_patch, dn_patch
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.cache = _ImageCache(cache_mb * 2**20)
+        self.bad: dict[str, str] = {}  # files that failed to decode in this process: path -> why
         self._perms: dict[str, tuple[int, torch.Tensor]] = {}
 
     def _index(self, task: str, k: int) -> int:
@@ -302,16 +364,41 @@ class _StepDataset(Dataset):
             self._perms[task] = (epoch, torch.randperm(n, generator=g))
         return int(self._perms[task][1][k % n])
 
-    def _sample(self, task: Task, pair: Pair, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        gt = self.cache.get(pair.gt)
-        if pair.lq is None:
+    def _load(self, path: str) -> np.ndarray | None:
+        if path not in self.bad:
+            try:
+                return self.cache.get(path)
+            except Exception as err:  # noqa: BLE001 - any decoder error is a bad file, never a dead run
+                self.bad[path] = _why(path, err)
+        return None
+
+    def _draw(self, task: str, k: int, skipped: list[tuple[str, str]]) -> tuple[Pair, np.ndarray, np.ndarray | None]:
+        """Sample ``k``'s pair, decoded; a pair that fails is recorded in ``skipped`` and the next one is drawn.
+
+        The replacement depends only on which files decode, the same in every process and every resumed run.
+        """
+        pairs = self.pairs[task]
+        first = self._index(task, k)
+        for j in range(len(pairs)):
+            pair = pairs[(first + j) % len(pairs)]
+            gt = self._load(pair.gt)
+            lq = self._load(pair.lq) if (gt is not None and pair.lq is not None) else None
+            if gt is not None and (pair.lq is None or lq is not None):
+                return pair, gt, lq
+            path = pair.gt if gt is None else pair.lq
+            skipped.append((path, self.bad[path]))
+        raise RuntimeError(f"none of the {len(pairs)} training images of {task} decodes (e.g. {skipped[0][0]}: "
+                           f"{skipped[0][1]}); check the files")
+
+    def _sample(self, task: Task, gt: np.ndarray, lq: np.ndarray | None,
+                g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if lq is None:
             size = _patch_gt(task, self.lr_patch, self.dn_patch)
             h, w = gt.shape[:2]
             top = int(torch.randint(0, h - size + 1, (1,), generator=g))
             left = int(torch.randint(0, w - size + 1, (1,), generator=g))
             (patch,) = _augment([_to_chw(gt[top : top + size, left : left + size])], g)
             return patch, None
-        lq = self.cache.get(pair.lq)
         s = task.scale
         p = self.lr_patch if s > 1 else self.dn_patch
         h, w = lq.shape[:2]
@@ -325,14 +412,14 @@ class _StepDataset(Dataset):
 
     def __getitem__(self, step: int) -> StepData:
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 4099 + self.rank + 1)
-        batches, keys = {}, []
-        for task, pairs in self.pairs.items():
+        batches, keys, skipped = {}, [], []
+        for task in self.pairs:
             t = self.task_objs[task]
             gts, lqs = [], []
             for i in range(self.batch_size):
                 k = (step * self.world_size + self.rank) * self.batch_size + i
-                pair = pairs[self._index(task, k)]
-                gt, lq = self._sample(t, pair, g)
+                pair, gt_img, lq_img = self._draw(task, k, skipped)
+                gt, lq = self._sample(t, gt_img, lq_img, g)
                 gts.append(gt)
                 lqs.append(lq)
                 keys.append(f"{task}:{Path(pair.gt).name}")
@@ -342,7 +429,8 @@ class _StepDataset(Dataset):
             else:
                 lq = torch.stack(lqs).float().div_(255.0)
             batches[task] = Batch(lq=lq, gt=gt, task=task)
-        return StepData(step=step, batches=batches, keys=keys)
+        # the files skipped for this step travel with it: workers are separate processes, the count is the stream's
+        return StepData(step=step, batches=batches, keys=keys, position={"skipped": skipped})
 
     def __len__(self) -> int:  # the sampler is infinite; DataLoader never asks, but Dataset wants a length
         return 2**62
@@ -371,7 +459,10 @@ class PairStream:
     def __init__(self, pairs: dict[str, list[Pair]], *, batch_size: int, lr_patch: int, dn_patch: int, seed: int,
                  rank: int = 0, world_size: int = 1, num_workers: int = 0, state: dict | None = None,
                  cache_mb: int = 1024):
-        self.step = int((state or {}).get("step", 0))
+        state = state or {}
+        self.step = int(state.get("step", 0))
+        self.corrupt = int(state.get("skips", {}).get("corrupt", 0))  # samples skipped so far, resumed runs included
+        self.bad_files: dict[str, str] = dict(state.get("bad_files", {}))  # path -> why, each logged once
         self.dataset = _StepDataset(pairs, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed,
                                     rank=rank, world_size=world_size, cache_mb=max(64, cache_mb // max(1, num_workers)))
         self.loader = DataLoader(
@@ -389,11 +480,27 @@ class PairStream:
         data = next(self._it)
         if data.step != self.step:  # the loader serves in order; anything else is a bug worth stopping for
             raise RuntimeError(f"data stream served step {data.step} where step {self.step} was expected")
+        for path, why in data.position.get("skipped", []):
+            self.corrupt += 1
+            if path not in self.bad_files:
+                self.bad_files[path] = why
+                log.warning("skipped %s in training (%d sample(s) skipped so far): %s", path, self.corrupt, why)
         self.step += 1
         return data
 
+    def skips(self) -> dict[str, int]:
+        """Samples skipped so far, by kind, in `pretrain.data`'s shape (here only ``corrupt``: decode failures)."""
+        return {**dict.fromkeys(SKIP_KINDS, 0), "corrupt": self.corrupt}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step}
+        if not self.corrupt:
+            return {"step": self.step}
+        return {"step": self.step, "skips": self.skips(), "bad_files": dict(self.bad_files)}
+
+
+def shard_data(specs: list[str]) -> str:
+    """``--train a.tar b.tar`` as one `pretrain.data.expand_urls` spec: joined by ``::`` (a space is part of a URL)."""
+    return "::".join(specs)
 
 
 def build_stream(specs: list[str], task_names: list[str], *, batch_size: int, lr_patch: int, dn_patch: int,
@@ -407,7 +514,7 @@ def build_stream(specs: list[str], task_names: list[str], *, batch_size: int, lr
         from pretrain.data import DataStream, expand_urls
 
         return DataStream(
-            expand_urls(" ".join(specs)), tuple(task_names), mode="edt", batch_size=batch_size, lr_patch=lr_patch,
+            expand_urls(shard_data(specs)), tuple(task_names), mode="edt", batch_size=batch_size, lr_patch=lr_patch,
             dn_patch=dn_patch, seed=seed, rank=rank, world_size=world_size, num_workers=num_workers, state=state,
         )
     data = data or scan_training_data(specs, task_names, lr_patch=lr_patch, dn_patch=dn_patch)

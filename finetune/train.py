@@ -7,13 +7,16 @@ Fine-tuning adds its data (`finetune.data`), the validation that keeps the best 
 exports (`finetune.export`).
 
 Run folder ``OUT``: ``checkpoints/step-N/`` and logs as in pretraining, ``validation.json`` (history and best),
-``best/`` and ``last/`` exports, ``summary.json``.
+``best/`` and ``last/`` exports, ``summary.json`` (with the files skipped as unreadable). It is checked before any
+work (`pretrain.checkpoint.check_run_dir`: not a file, not the user's own folder) and a run that stops before its
+first complete checkpoint removes what it wrote there (`pretrain.checkpoint.run_dir_guard`), so a rerun starts clean.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from finetune.data import DataError, build_stream, is_shard_spec, scan_training_data
+from finetune.data import DataError, build_stream, is_shard_spec, scan_training_data, shard_data
 from finetune.export import ExportInfo, export_model, metric_key, push_folder
 from finetune.init import InitResult, fit_tasks, load_init
-from pretrain.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, remove_incomplete
+from pretrain.checkpoint import (
+    atomic_write_text, check_resume_dir, check_run_dir, latest_checkpoint, load_checkpoint, remove_incomplete,
+    run_dir_guard,
+)
 from pretrain.recipes import Recipe, recipe_from_dict
 from restore.model import RestorationModel
 
@@ -85,6 +91,8 @@ class FinetuneResult:
     last_dir: Path | None
     pushed: str | None = None
     losses: dict[str, float] = field(default_factory=dict)
+    skips: dict[str, int] = field(default_factory=dict)  # samples skipped in training, by kind (`pretrain.data`)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): the scan's and training's
 
 
 def check_benchmarks(benchmarks: list[str], tasks: list[str], root: str | None) -> list[str]:
@@ -200,16 +208,20 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         get_task(t)  # unknown names raise, listing the valid forms
     if not cfg.train:
         raise DataError("no training data: pass --train FOLDER (or shards)")
-    recipe = replace(cfg.recipe, tasks=tuple(cfg.tasks), data=" ".join(cfg.train))
-    out = Path(cfg.out)
+    recipe = replace(cfg.recipe, tasks=tuple(cfg.tasks), data=shard_data(cfg.train))
+    out = check_run_dir(cfg.out, resume=cfg.resume, recipe_name=recipe.name)
+    if cfg.resume not in (None, "auto"):
+        check_resume_dir(cfg.resume)
     data = None
-    if not all(is_shard_spec(s) for s in cfg.train):
+    if all(is_shard_spec(s) for s in cfg.train):
+        from pretrain.data import check_shards, expand_urls, hr_patch
+
+        check_shards(expand_urls(recipe.data), max(hr_patch(t, recipe.lr_patch, recipe.dn_patch) for t in cfg.tasks))
+    else:
         data = scan_training_data(cfg.train, cfg.tasks, lr_patch=recipe.lr_patch, dn_patch=recipe.dn_patch)
     val_names = check_benchmarks(cfg.val, cfg.tasks, cfg.benchmarks_root)
 
     resume_path = _resume_path(out, cfg.resume)
-    if resume_path is None and latest_checkpoint(out / "checkpoints") is not None:
-        raise ValueError(f"{out} already holds a fine-tuning run; continue it with --resume auto or pass another --out")
     if resume_path is None:
         (out / "validation.json").unlink(missing_ok=True)  # scores of a run that never reached a checkpoint
     if resume_path is not None:
@@ -241,7 +253,10 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         datasets=[cfg.data_name] if cfg.data_name else (data.names if data else [recipe.data_name]),
         model_name=cfg.model_name, repo_id=cfg.push_to_hub, added_tasks=init.added_tasks, val_specs=list(cfg.val),
     )
-    return _train(cfg, recipe, init, info, out, data, resume_path)
+    # a run that dies before its first checkpoint takes what it wrote with it, so that the rerun finds the folder free
+    with run_dir_guard(out, rank=int(os.environ.get("RANK", "0"))):
+        result = _train(cfg, recipe, init, info, out, data, resume_path)
+    return result
 
 
 def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportInfo, out: Path, data, resume_path):
@@ -287,7 +302,7 @@ def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportIn
     logger.event("end", step=result.step, seconds=result.seconds)
     logger.close()
     if dist.rank != 0:
-        return FinetuneResult(result.step, [], None, None, None, losses=result.losses)
+        return FinetuneResult(result.step, [], None, None, None, losses=result.losses, skips=result.skips)
 
     last_dir = _export_last(recipe, out, info, validator, result.step, cfg.benchmarks_root)
     best_dir = out / "best" if (out / "best").is_dir() else None
@@ -300,10 +315,13 @@ def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportIn
                  f", tag {cfg.revision}" if cfg.revision else "")
     history = validator.history if validator else []
     best = validator.best if validator else None
+    skipped = sorted({**dict(data.skipped if data else []), **getattr(stream, "bad_files", {})}.items())
     atomic_write_text(out / "summary.json", json.dumps({
         "step": result.step, "losses": result.losses, "history": history, "best": best,
-        "best_dir": str(best_dir) if best_dir else None, "last_dir": str(last_dir), "pushed": pushed}, indent=1))
-    return FinetuneResult(result.step, history, best, best_dir, last_dir, pushed, result.losses)
+        "best_dir": str(best_dir) if best_dir else None, "last_dir": str(last_dir), "pushed": pushed,
+        "skips": result.skips, "skipped": [{"path": p, "reason": why} for p, why in skipped]}, indent=1))
+    return FinetuneResult(result.step, history, best, best_dir, last_dir, pushed, result.losses, result.skips,
+                          skipped)
 
 
 def _export_last(recipe: Recipe, out: Path, info: ExportInfo, validator: Validator | None, step: int,

@@ -14,20 +14,22 @@ The directory layout follows torchtitan's ``step-N`` checkpoints, which also car
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from tasks.io import atomic_path
 
-__all__ = ["list_checkpoints", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "COMPLETE", "atomic_write_text"]
+__all__ = ["list_checkpoints", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "COMPLETE",
+           "atomic_write_text", "RUN_ENTRIES", "check_resume_dir", "check_run_dir", "run_dir_guard"]
 
 log = logging.getLogger("pretrain.checkpoint")
 COMPLETE = "COMPLETE"
@@ -159,3 +161,97 @@ def load_checkpoint(trainer, path: str | Path, *, rank: int) -> dict[str, Any]:
     state = json.loads(rank_file.read_text())
     _set_rng_state(state["rng"], load_file(str(path / f"rank-{rank}-rng.safetensors")))
     return {"step": state["step"], "data": state["data"]}
+
+
+# --------------------------------------------------------------------------------------------- the run folder
+
+# what `pretrain run` and `finetune` write directly in a run folder; anything else there belongs to the user
+RUN_ENTRIES = frozenset({"checkpoints", "recipe.json", "ds_config.json", "log.jsonl", "tb", "summary.json",
+                         "init.json", "validation.json", "best", "last"})
+
+
+def check_resume_dir(path: str | Path) -> Path:
+    """``path`` if it is a complete ``step-N`` checkpoint folder, else an `InputError` naming what it is instead."""
+    from tasks.errors import InputError
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise InputError(f"--resume {path}: no such folder; pass 'auto' or a RUN/checkpoints/step-N folder")
+    if not _STEP_DIR.fullmatch(path.name) or not (path / "recipe.json").is_file():
+        raise InputError(f"--resume {path} is not a step-N checkpoint folder; pass 'auto' or "
+                         "RUN/checkpoints/step-N")
+    if not (path / COMPLETE).exists():
+        raise InputError(f"--resume {path} has no {COMPLETE} marker (a save that was interrupted); pass 'auto' "
+                         "or an earlier step-N")
+    return path
+
+
+def check_run_dir(out: str | Path, *, resume: str | None, recipe_name: str | None = None) -> Path:
+    """Refuse, before any work, a run folder that cannot be used (an `InputError`, exit 2).
+
+    Refused: a file; a folder that cannot be created or written; a folder with files that are not a training
+    run's (the user's own); a fresh run into a folder that holds complete checkpoints (they would mix); resuming
+    a run of another recipe. A leftover of a run that died before its first checkpoint (only `RUN_ENTRIES`) is
+    reused.
+    """
+    import os
+
+    from tasks.errors import InputError
+
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; pass a folder for the run (it is created if missing)")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: {parent} is not writable; pass a folder you can write to")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        foreign = [e for e in entries if e not in RUN_ENTRIES]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise InputError(f"--out {out} already holds files that are not a training run's ({shown}); pass a "
+                             "new or empty folder")
+        found = latest_checkpoint(out / "checkpoints")
+        if found is not None and resume is None:
+            raise InputError(f"--out {out} already holds a run (checkpoints up to step {found[0]}); continue it "
+                             "with --resume auto, or pass another --out")
+        saved = out / "recipe.json"
+        if found is not None and recipe_name and saved.is_file():
+            name = json.loads(saved.read_text()).get("name")
+            if name != recipe_name:
+                raise InputError(f"--out {out} holds a run of recipe {name!r}, this one is {recipe_name!r}; "
+                                 "pass another --out or the same --recipe")
+    return out
+
+
+@contextlib.contextmanager
+def run_dir_guard(out: str | Path, *, rank: int = 0) -> Iterator[Path]:
+    """Remove what the run created in ``out`` if it dies (error or Ctrl-C) before its first complete checkpoint.
+
+    Such a folder holds nothing resumable, and a half-written one would stand in the rerun's way. Entries that
+    were there before are kept (a user's folder, or the checkpoints a resumed run started from); only rank 0
+    removes.
+    """
+    out = Path(out).expanduser()
+    top = out  # the outermost folder this run creates
+    while not top.parent.exists():
+        top = top.parent
+    before = {p.name for p in out.iterdir()} if out.is_dir() else None
+    try:
+        yield out
+    except BaseException:
+        if rank == 0 and latest_checkpoint(out / "checkpoints") is None:
+            if before is None:
+                shutil.rmtree(top if top.exists() else out, ignore_errors=True)
+            elif out.is_dir():
+                for p in out.iterdir():
+                    if p.name in before:
+                        continue
+                    if p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+            log.info("removed what the run wrote in %s: it stopped before its first checkpoint", out)
+        raise

@@ -12,9 +12,28 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from pretrain.recipes import Recipe
 
 __all__ = ["main", "build_parser"]
+
+
+def _at_least(least: float, kind: type) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)``, refused below ``least`` (``--maxcount 0`` would make no shard at all)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text} is below {least}; give a value of at least {least}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,14 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("shards", help="image folder / ImageNet train tree -> webdataset tar shards")
+    s = sub.add_parser("shards", help="image folder / ImageNet train tree -> webdataset tar shards",
+                       description="Rerun the same command to resume; a rerun with another source or options is "
+                       "refused (naming what changed) unless --force. Exit 1 when unreadable images were skipped.")
     s.add_argument("src", help="image folder or ImageNet-style class tree")
     s.add_argument("out_pattern", help="shard path pattern with one integer field, e.g. shards/train-%%06d.tar")
-    s.add_argument("--maxcount", type=int, default=5000, help="most samples per shard (default 5000)")
-    s.add_argument("--maxsize", type=float, default=1e9, help="most bytes per shard (default 1e9)")
-    s.add_argument("--workers", type=int, default=None, help="parallel writers (default: all cores)")
+    s.add_argument("--maxcount", type=_at_least(1, int), default=5000, help="most samples per shard (default 5000)")
+    s.add_argument("--maxsize", type=_at_least(1, float), default=1e9, help="most bytes per shard (default 1e9)")
+    s.add_argument("--workers", type=_at_least(1, int), default=None, help="parallel writers (default: all cores)")
     s.add_argument("--seed", type=int, default=0, help="shuffle seed (keep it for a resumable rerun)")
-    s.add_argument("--min-size", type=int, default=0, help="skip images whose shorter side is below this")
+    s.add_argument("--min-size", type=_at_least(0, int), default=0,
+                   help="leave out images whose shorter side is below this (listed, but not an error)")
+    s.add_argument("--force", action="store_true",
+                   help="rebuild from scratch when the source or options changed since the first run, removing "
+                   "the old shards of this pattern")
+    s.add_argument("--allow-skips", action="store_true",
+                   help="exit 0 even if unreadable images were skipped (they are still listed)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     r = sub.add_parser("run", help="train a recipe (plain, or under deepspeed/torchrun)")
@@ -76,28 +103,39 @@ def _main(argv: list[str]) -> int:
 
     try:
         if args.command == "shards":
-            from pretrain.shards import build_shards
+            from pretrain.shards import PARALLELISM_NOTE, build_shards
 
             summary = build_shards(
                 args.src, args.out_pattern, maxcount=args.maxcount, maxsize=args.maxsize, workers=args.workers,
-                seed=args.seed, min_size=args.min_size, progress=not args.no_progress,
+                seed=args.seed, min_size=args.min_size, progress=not args.no_progress, force=args.force,
             )
-            print(f"{summary.samples} samples in {len(summary.shards)} shards ({summary.bytes / 1e6:.1f} MB, "
-                  f"{summary.reused_shards} already done), {len(summary.skipped)} skipped, {summary.seconds:.1f}s")
+            bad, small = len(summary.unreadable), len(summary.skipped) - len(summary.unreadable)
+            if summary.removed_stale:
+                print(f"--force: removed {len(summary.removed_stale)} shards of the previous plan")
+            print(f"{summary.samples} samples in {len(summary.shards)} shards ({summary.written_shards} written, "
+                  f"{summary.reused_shards} reused; {summary.bytes / 1e6:.1f} MB), {bad} skipped as unreadable, "
+                  f"{small} below --min-size, {summary.seconds:.1f}s")
             for item in summary.skipped[:50]:
                 print(f"  skipped {item['path']}: {item['reason']}")
             if len(summary.skipped) > 50:
-                print(f"  ... {len(summary.skipped) - 50} more in the summary JSON")
+                print(f"  ... {len(summary.skipped) - 50} more in {summary.summary_file}")
             print(f"shards: {summary.urls}")
+            print(f"note: {PARALLELISM_NOTE.format(n=len(summary.shards))}")
+            if bad and not args.allow_skips:
+                print(f"pretrain shards: {bad} unreadable image{'s' if bad > 1 else ''} skipped (listed above); the "
+                      "shards are complete without them; exit 1 (--allow-skips accepts them)", file=sys.stderr)
+                return 1
         elif args.command == "run":
+            recipe = get_recipe(args.recipe, args.overrides)
+            run_dir = _check_run(args, recipe)  # every input is checked here, before DeepSpeed is imported
+            from pretrain.checkpoint import run_dir_guard
             from pretrain.launch import setup_single_rank_env
             from pretrain.train import run_pretraining
 
             local_rank = args.local_rank if args.local_rank is not None else args.launcher_local_rank
             setup_single_rank_env(local_rank)
-            recipe = get_recipe(args.recipe, args.overrides)
-            result = run_pretraining(recipe, run_dir=args.out or f"runs/{recipe.name}", data=args.data,
-                                     resume=args.resume)
+            with run_dir_guard(run_dir, rank=int(os.environ.get("RANK", "0"))):
+                result = run_pretraining(recipe, run_dir=run_dir, data=args.data, resume=args.resume)
             skipped = ", ".join(f"{k} {v}" for k, v in result.skips.items())
             if os.environ.get("RANK", "0") == "0":
                     print(f"done: step {result.step}, loss {result.losses.get('loss', float('nan')):.4f}, skipped: {skipped}")
@@ -112,9 +150,24 @@ def _main(argv: list[str]) -> int:
             else:
                 print("\n".join(list_recipes()))
     except (ValueError, FileNotFoundError) as err:
-        print(f"pretrain {args.command}: error: {err}", file=sys.stderr)
+        print(f"pretrain {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line
         return 2
     return 0
+
+
+def _check_run(args: argparse.Namespace, recipe: Recipe) -> Path:
+    """The run folder, after refusing (exit 2) what would fail later: the folder, --resume, the shards."""
+    from pretrain.checkpoint import check_resume_dir, check_run_dir
+    from pretrain.data import check_shards, expand_urls, hr_patch
+
+    run_dir = check_run_dir(args.out or f"runs/{recipe.name}", resume=args.resume, recipe_name=recipe.name)
+    if args.resume not in (None, "auto"):
+        check_resume_dir(args.resume)
+    data = args.data or recipe.data
+    if not data:
+        raise ValueError("no training data: pass --data 'shards/train-{000000..000099}.tar' or set data=...")
+    check_shards(expand_urls(data), max(hr_patch(t, recipe.lr_patch, recipe.dn_patch) for t in recipe.tasks))
+    return run_dir
 
 
 if __name__ == "__main__":

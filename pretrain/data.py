@@ -16,7 +16,10 @@ resumes from a checkpoint sees exactly the batches the uninterrupted run would h
 
 Bad data never stops the run: an unreadable or truncated shard, a garbage member, or an image smaller than the
 patch is skipped, counted and (rate-limited) logged. A whole epoch without one usable sample raises, because that
-would otherwise spin forever.
+would otherwise spin forever. What can be known before the engine starts is refused then instead (`check_shards`,
+exit 2): local shards that do not exist (a brace range wider than what was built), patterns that match nothing,
+and local data without one image as large as the patch. Fewer shards than sub-streams is allowed but costly (each
+sub-stream reads every shard), so `DataStream` warns on rank 0 with the number of shards needed.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-__all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "task_plan", "SKIP_KINDS"]
+__all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "check_shards", "hr_patch", "task_plan",
+           "SKIP_KINDS"]
 
 log = logging.getLogger("pretrain.data")
 SKIP_KINDS = ("small", "corrupt", "bad_shard")
@@ -63,6 +67,12 @@ class StepData:
     def images(self) -> int:
         return sum(b.gt.shape[0] for b in self.batches.values())
 
+    def pin_memory(self) -> "StepData":
+        """Page-locked batches (``DataLoader(pin_memory=True)`` calls this in its pinning thread), so that the
+        trainer's ``non_blocking`` copies to the GPU overlap with compute. Needs CUDA."""
+        self.batches = {t: Batch(b.lq.pin_memory(), b.gt.pin_memory(), b.task) for t, b in self.batches.items()}
+        return self
+
 
 def expand_urls(data: str | list[str]) -> list[str]:
     """Shard URLs from a spec: entries separated by ``::`` (webdataset's convention; ``pipe:`` commands hold
@@ -72,6 +82,8 @@ def expand_urls(data: str | list[str]) -> list[str]:
     """
     import braceexpand
 
+    from tasks.errors import InputError
+
     entries = [e.strip() for e in data.split("::") if e.strip()] if isinstance(data, str) else list(data)
     urls: list[str] = []
     for entry in entries:
@@ -79,14 +91,84 @@ def expand_urls(data: str | list[str]) -> list[str]:
             if "://" in url or url.startswith("pipe:"):
                 urls.append(url)
             elif os.path.isdir(url):
-                urls.extend(sorted(glob.glob(os.path.join(url, "*.tar"))))
+                found = sorted(glob.glob(os.path.join(url, "*.tar")))
+                if not found:  # a typo'd folder would otherwise vanish from the run without a word
+                    raise InputError(f"shard folder {url} holds no .tar files; build them with `pretrain shards`")
+                urls.extend(found)
             elif any(c in url for c in "*?["):
-                urls.extend(sorted(glob.glob(url)))
+                found = sorted(glob.glob(url))
+                if not found:
+                    raise InputError(f"shard pattern {url!r} matches no file; check the path, or build the shards "
+                                     "with `pretrain shards`")
+                urls.extend(found)
             else:
                 urls.append(url)
     if not urls:
-        raise ValueError(f"no shards in data={data!r}; pass shard paths or URLs, e.g. out/train-{{000000..000099}}.tar")
+        raise InputError(f"no shards in data={data!r}; pass shard paths or URLs, e.g. out/train-{{000000..000099}}.tar")
     return urls
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url or url.startswith("pipe:")
+
+
+def check_shards(urls: list[str], min_side: int) -> None:
+    """Refuse, before the engine starts, shards that cannot feed a run (an `InputError`, exit 2).
+
+    Every local shard must exist (a brace range wider than what was built is the usual slip). The local shards are
+    then read until one image of at least ``min_side`` px on its shorter side (the largest patch) is found, which
+    is the first record in practice; only data with no usable image at all is read through, and is refused with
+    the largest size it has. Remote URLs are left to the stream, which skips and counts what it cannot use.
+    """
+    from tasks.errors import InputError
+
+    local = [u for u in urls if not _is_remote(u)]
+    missing = [u for u in local if not os.path.isfile(u)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise InputError(f"{len(missing)} of {len(urls)} shards do not exist: {shown}; narrow the brace range to "
+                         "the shards that were built (`ls` the folder), or build them with `pretrain shards`")
+    if not local or len(local) < len(urls):
+        return
+    largest, readable = (0, 0), 0
+    for url in local:
+        for sample in _local_samples(url):
+            try:
+                h, w = _image_size(sample)
+            except Exception:  # noqa: BLE001 - a bad member: the stream skips it too
+                continue
+            readable += 1
+            if min(h, w) >= min_side:
+                return
+            largest = max(largest, (h, w), key=min)
+    if not readable:
+        raise InputError(f"no readable image in the {len(local)} shard(s) ({local[0]}, ...): every member is "
+                         "truncated or not an image; rebuild them with `pretrain shards`")
+    raise InputError(f"no image in the {len(local)} shard(s) is at least {min_side} px on its shorter side (the "
+                     f"largest patch; the largest image is {largest[1]}x{largest[0]}): lower lr_patch/dn_patch, "
+                     "or build the shards from larger images")
+
+
+def _local_samples(url: str) -> Iterator[dict[str, Any]]:
+    """Samples of a local tar through webdataset's own grouping; a broken tar just ends early."""
+    import webdataset as wds
+
+    yield from wds.tariterators.tarfile_samples([{"url": url}], handler=lambda exn: True)
+
+
+def _image_bytes(sample: dict[str, Any]) -> bytes:
+    key = next((k for k in _IMAGE_KEYS if k in sample), None)
+    if key is None:
+        raise ValueError(f"no image member (has {sorted(k for k in sample if not k.startswith('__'))})")
+    return sample[key]
+
+
+def _image_size(sample: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) of a sample's image from its header (no pixels decoded)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(_image_bytes(sample))) as im:
+        return im.height, im.width
 
 
 def task_plan(tasks: tuple[str, ...], mode: str, seed: int, step: int) -> list[str]:
@@ -94,6 +176,14 @@ def task_plan(tasks: tuple[str, ...], mode: str, seed: int, step: int) -> list[s
     if mode == "edt":
         return list(tasks)
     return [random.Random(f"{seed}:task:{step}").choice(tasks)]
+
+
+def hr_patch(task: str, lr_patch: int, dn_patch: int) -> int:
+    """The side of the ground-truth patch a task crops: ``lr_patch * scale`` for SR, ``dn_patch`` otherwise."""
+    from tasks.registry import get_task
+
+    scale = get_task(task).scale
+    return lr_patch * scale if scale > 1 else dn_patch
 
 
 def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -168,10 +258,7 @@ def _decode(sample: dict[str, Any]) -> np.ndarray:
     """(H, W, 3) uint8 RGB from the first image member; grayscale, CMYK and palette images are converted."""
     from PIL import Image
 
-    key = next((k for k in _IMAGE_KEYS if k in sample), None)
-    if key is None:
-        raise ValueError(f"no image member (has {sorted(k for k in sample if not k.startswith('__'))})")
-    with Image.open(io.BytesIO(sample[key])) as im:
+    with Image.open(io.BytesIO(_image_bytes(sample))) as im:
         return np.asarray(im.convert("RGB"))
 
 
@@ -223,8 +310,7 @@ class ShardStream(IterableDataset):
         self.positions = {int(k): v for k, v in (positions or {}).items()}
 
     def hr_patch(self, task: str) -> int:
-        t = self.task_objs[task]
-        return self.lr_patch * t.scale if t.scale > 1 else self.dn_patch
+        return hr_patch(task, self.lr_patch, self.dn_patch)
 
     def __iter__(self) -> Iterator[StepData]:
         info = get_worker_info()
@@ -272,6 +358,14 @@ class DataStream:
         dn_patch: int, seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
     ):
         state = state or {}
+        n_streams = world_size * max(1, num_workers)
+        if rank == 0 and len(urls) < n_streams:
+            log.warning(
+                "%d shard(s) for %d rank(s) x %d data-loader worker(s) = %d sub-streams: every sub-stream reads "
+                "every shard and keeps 1 record in %d, so the data is read %dx over; build at least %d shards "
+                "(`pretrain shards --maxcount` smaller) for each sub-stream to read its own",
+                len(urls), world_size, max(1, num_workers), n_streams, n_streams, n_streams, n_streams,
+            )
         if state and (state.get("world_size") != world_size or state.get("num_workers") != num_workers):
             log.warning(
                 "data stream state is for world_size=%s num_workers=%s, this run has %s and %s: the data order "

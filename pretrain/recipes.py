@@ -101,6 +101,9 @@ class Recipe:
         for name in ("batch_size", "lr_patch", "dn_patch", "steps", "grad_accum", "log_every", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("lr", "weight_decay", "gamma", "min_lr", "grad_clip", "ema", "contrastive_weight"):
+            if not 0 <= getattr(self, name) < float("inf"):  # nan fails every comparison
+                raise ValueError(f"{name}={getattr(self, name)} must be a finite number >= 0")
         if self.arch:
             try:
                 ok = isinstance(json.loads(self.arch), dict)
