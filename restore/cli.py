@@ -1,23 +1,38 @@
 """The ``restore`` command: ``restore run`` (restore image files), ``restore eval`` and ``restore convert``.
 
 ``restore run --model ID_OR_DIR --task sr_x4 IN... -o OUT`` restores files and folders (recursively) with a
-progress bar. A file that cannot be read as an image is reported by name and skipped; the run goes on and
-exits with status 1 at the end. Outputs are written to a temporary file and renamed, so OUT never holds a
-half-written image.
+progress bar. Before the model loads it refuses (exit 2) bad options, a device this machine lacks, missing inputs,
+an output folder it cannot write, and any plan that would overwrite an input file (compared through symlinks and
+hard links), send two inputs to one output name, or replace existing outputs without ``--overwrite``. During the
+run a file that cannot be used (unreadable, several frames, over the pixel budget, NaN output) is skipped by
+name; the run goes on, and the summary ("restored N of M") lists each skipped file with its reason (exit 1).
+Outputs are written to a temporary file and renamed, so OUT never holds a half-written image, even after Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import stat
 import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
+
+from tasks.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 __all__ = ["main", "run_main", "build_run_parser", "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".gif",
+                  ".apng")
 # formats written as they came (lossless); lossy or exotic inputs are written as PNG so nothing is lost twice
 _KEEP_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
+# a write that fails for one of these reasons fails for every later file too: the run stops instead of going on
+_STOP_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+_SHOWN = 5  # how many names a refusal lists before "and N more"
 
 _USAGE = """usage: restore <command> [options]
 
@@ -30,105 +45,363 @@ commands:
 """
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)  # argparse turns the ValueError into "invalid _positive_int value"; the message below is clearer
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def build_run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="restore run", description="Restore image files or folders with a model.")
     p.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
     p.add_argument("--model", required=True, help="Hub repo id (org/name) or local folder from save_pretrained")
     p.add_argument("--task", required=True, help="task name, e.g. sr_x4, denoise_g25, derain")
-    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder (created if missing)")
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit")
-    p.add_argument("--tile", type=int, default=None, help="restore in tiles of about this many pixels")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    p.add_argument("--tile", type=_positive_int, default=None, help="restore in tiles of about this many pixels")
+    p.add_argument("--overlap", type=_non_negative_int, default=32, help="tile overlap in pixels (default 32)")
     p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (8x slower)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="compute dtype: float32 (default), fp16, bf16")
+    p.add_argument("--max-pixels", type=_positive_int, default=None,
+                   help="skip images with more pixels than this (default: $RESTORE_MAX_PIXELS or 89478485, "
+                        "Pillow's decompression-bomb limit)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder "
+                   "(never an input file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def _collect(inputs: Sequence[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(file, output path relative to OUT) pairs, and errors for inputs that do not exist."""
-    files: list[tuple[Path, Path]] = []
-    errors: list[str] = []
+def _show(path: Path | str) -> str:
+    """A path as printable text: names that are not valid UTF-8 would make print() itself fail."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _listing(items: Sequence[str]) -> str:
+    more = f", and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return "; ".join(items[:_SHOWN]) + more
+
+
+@dataclass
+class _Plan:
+    """What `restore run` will do, worked out before the model loads."""
+
+    jobs: list[tuple[Path, Path]] = field(default_factory=list)  # (input file, output file)
+    skipped: list[str] = field(default_factory=list)  # "input: reason", found before the work
+    ignored: Counter = field(default_factory=Counter)  # files in folders without an image suffix, by suffix
+    notes: list[str] = field(default_factory=list)
+
+
+def _walk(root: Path, exclude: Path | None, plan: _Plan) -> Iterator[Path]:
+    """Files under ``root``, sorted, following folder symlinks once each (a link loop is searched once, not forever)."""
+    seen: set[tuple[int, int]] = set()
+
+    def unlistable(err: OSError) -> None:
+        plan.skipped.append(f"{_show(err.filename)}: cannot list this folder ({err.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=True):
+        here = Path(dirpath)
+        st = here.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            plan.notes.append(f"{_show(here)} is a link to a folder already searched; not searched again")
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        if exclude is not None:
+            kept = [d for d in dirnames if (here / d).resolve() != exclude]
+            if len(kept) != len(dirnames):
+                plan.notes.append(f"not searching the output folder {_show(exclude)} inside the input {_show(root)}")
+            dirnames[:] = kept
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield here / name
+
+
+def _check_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (broken or looping link, FIFO, device), or None."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "a broken symbolic link" if path.is_symlink() else "no such file"
+    except OSError as err:
+        return f"cannot be opened ({err.strerror})"  # e.g. a symlink loop: "Too many levels of symbolic links"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a pipe, socket or device; reading it could block forever)"
+    return None
+
+
+def _collect(inputs: Sequence[Path], out_dir: Path) -> _Plan:
+    """Find the input files and their output paths (relative folders kept); missing inputs are an `InputError`."""
+    from tasks.errors import InputError
+
+    missing = [_show(p) for p in inputs if not p.exists() and not p.is_symlink()]
+    if missing:
+        raise InputError(f"input(s) not found: {_listing(missing)}; check the paths")
+    plan = _Plan()
+    out_res = out_dir.resolve()
     for inp in inputs:
         if inp.is_dir():
-            for f in sorted(inp.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                    files.append((f, f.relative_to(inp)))
-        elif inp.is_file():
-            files.append((inp, Path(inp.name)))
+            inp_res = inp.resolve()
+            exclude = out_res if out_res != inp_res and inp_res in out_res.parents else None
+            pairs = [(f, f.relative_to(inp)) for f in _walk(inp, exclude, plan)]
         else:
-            errors.append(f"{inp}: no such file or folder")
-    return files, errors
+            pairs = [(inp, Path(inp.name))]
+        for f, rel in pairs:
+            if inp.is_dir() and f.suffix.lower() not in IMAGE_SUFFIXES:
+                plan.ignored[f.suffix.lower() or "(no suffix)"] += 1
+                continue
+            problem = _check_file(f)
+            if problem:
+                plan.skipped.append(f"{_show(f)}: {problem}")
+            else:
+                plan.jobs.append((f, _output_path(out_dir, rel)))
+    return plan
 
 
 def _output_path(out_dir: Path, rel: Path) -> Path:
     suffix = rel.suffix.lower() if rel.suffix.lower() in _KEEP_SUFFIXES else ".png"
-    return out_dir / rel.with_suffix(suffix)
+    return out_dir / rel.with_name(rel.stem + suffix) if rel.suffix else out_dir / rel.with_name(rel.name + suffix)
 
 
-def _save_atomic(image, path: Path) -> None:
-    from tasks.io import atomic_path
+def _name_problem(target: Path) -> str | None:
+    """Why ``target`` cannot be created on this system (a name or path over the limits), or None."""
+    anchor = target.parent
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    try:
+        name_max, path_max = os.pathconf(anchor, "PC_NAME_MAX"), os.pathconf(anchor, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    if len(os.fsencode(target.name)) > name_max:
+        return f"the output name {_show(target.name)} is over {name_max} bytes; rename the input"
+    if len(os.fsencode(str(target.absolute()))) >= path_max:
+        return f"the output path is over {path_max} bytes; use a shorter -o"
+    return None
 
-    with atomic_path(path) as tmp:
-        image.save(tmp)
+
+def _check_plan(plan: _Plan, overwrite: bool) -> None:
+    """Refuse, before any work, a run that would overwrite an input, write two inputs to one output, or replace
+    existing files without ``--overwrite``. Outputs whose names cannot exist are moved to the skipped list."""
+    from tasks.errors import InputError
+
+    inputs: dict[Path, Path] = {}
+    inodes: dict[tuple[int, int], Path] = {}
+    for src, _ in plan.jobs:
+        inputs[src.resolve()] = src
+        st = src.stat()
+        inodes[(st.st_dev, st.st_ino)] = src
+    by_target: dict[Path, tuple[Path, list[Path]]] = {}
+    jobs, hits, existing = [], [], []
+    for src, target in plan.jobs:
+        problem = _name_problem(target)
+        if problem:
+            plan.skipped.append(f"{_show(src)}: {problem}")
+            continue
+        try:
+            resolved = target.resolve()  # through symlinks, so a link to an input counts as that input
+        except (OSError, RuntimeError):  # a symlink loop on the way
+            plan.skipped.append(f"{_show(src)}: the output path {_show(target)} runs into a symbolic-link loop")
+            continue
+        jobs.append((src, target))
+        by_target.setdefault(resolved, (target, []))[1].append(src)
+        hit = inputs.get(resolved)
+        if hit is None and target.exists():
+            st = target.stat()
+            hit = inodes.get((st.st_dev, st.st_ino))  # a hard link to an input
+        if hit is not None:
+            hits.append(f"{_show(src)} -> {_show(target)}" + ("" if hit == src else f" (= input {_show(hit)})"))
+        elif target.exists() or target.is_symlink():
+            existing.append(_show(target))
+    if hits:
+        raise InputError(f"-o would overwrite {len(hits)} input file(s): {_listing(hits)}; choose an output folder "
+                         f"outside the inputs (input files are never overwritten, even with --overwrite)")
+    # one file named twice (`x.png x.png`, or a folder and a link into it) is restored once, not a collision
+    same = {t: srcs for t, srcs in by_target.values() if len(srcs) > 1 and len({s.resolve() for s in srcs}) == 1}
+    jobs = [(src, t) for src, t in jobs if t not in same or src is same[t][0]]
+    clashes = [f"{' and '.join(_show(s) for s in srcs)} -> {_show(t)}" for t, srcs in by_target.values()
+               if len(srcs) > 1 and t not in same]
+    if clashes:
+        raise InputError(f"{len(clashes)} output name collision(s): {_listing(clashes)}; rename the inputs or "
+                         f"restore them into different -o folders")
+    if existing and not overwrite:
+        raise FileExistsError(f"{len(existing)} output(s) already exist: {_listing(existing)}; pass --overwrite "
+                              f"to replace them, or choose another -o")
+    plan.jobs = jobs
+
+
+def _check_output_folder(out: Path) -> None:
+    """Create ``out`` and prove a file can be written there, before the model loads (not after an hour of work)."""
+    from tasks.errors import InputError
+
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"-o {_show(out)} is an existing file, not a folder; give a folder (created if "
+                                 f"missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".restore-write-test.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except PermissionError as err:
+        raise PermissionError(f"-o {_show(out)}: cannot write there ({err.strerror}); choose a folder you can "
+                              f"write to, or fix its permissions") from None
+    except OSError as err:
+        raise InputError(f"-o {_show(out)}: cannot write there ({err.strerror}); choose another folder") from None
+
+
+def _resolve_device(name: str | None) -> str:
+    """``--device`` checked before the model loads: a torch device that exists on this machine."""
+    import torch
+
+    from tasks.errors import InputError
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
+    available = {
+        "cpu": lambda: True,
+        "cuda": torch.cuda.is_available,
+        "mps": lambda: torch.backends.mps.is_available(),
+        "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+    }
+    if dev.type not in available:
+        raise InputError(f"--device {name!r}: restore run runs on cpu, cuda, mps or xpu, not {dev.type}")
+    if not available[dev.type]():
+        raise InputError(f"--device {name}: no {dev.type} device is usable here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                         f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return str(dev)
+
+
+def _save_atomic(result: Any, path: Path, loaded: Any) -> None:
+    """Write ``result`` atomically in the kind ``loaded`` (a `tasks.io.LoadedImage`) came in."""
+    from tasks.io import write_image
+
+    write_image(result, path, float_peak=loaded.float_peak, icc_profile=loaded.icc_profile)
 
 
 def run_main(argv: Sequence[str] | None = None) -> int:
-    """``restore run``: returns the exit status (0 all restored, 1 some inputs failed, 2 bad arguments)."""
-    args = build_run_parser().parse_args(argv)
-    import torch
-    from PIL import Image, UnidentifiedImageError
-    from tqdm import tqdm
+    """``restore run``: returns the exit status (0 all restored, 1 some inputs skipped or failed, 2 bad input).
 
-    from restore.inference import resolve_dtype, restore_image
-    from restore.model import RestorationModel
+    Everything that can be checked without the model is checked first: options, device, inputs, output names
+    (no input is ever overwritten; collisions and existing outputs are refused), the output folder's permissions.
+    """
+    try:
+        args = build_run_parser().parse_args(argv)
+    except SystemExit as stop:  # argparse has printed the problem; return its status instead of exiting
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    from tasks.errors import InputError
+    from tasks.io import pixel_budget
+
+    from restore.inference import resolve_dtype
 
     try:
         resolve_dtype(args.dtype)
     except ValueError as err:
-        print(f"restore run: {err}", file=sys.stderr)
-        return 2
-    files, errors = _collect(args.inputs)
-    if not files:
-        for e in errors:
-            print(f"error: {e}", file=sys.stderr)
-        print("restore run: no image files found in the inputs", file=sys.stderr)
-        return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        raise InputError(f"--dtype: {err}") from None
+    device = _resolve_device(args.device)
+    max_pixels = args.max_pixels or pixel_budget()
+    plan = _collect(args.inputs, args.output)
+    _check_plan(plan, args.overwrite)
+    total = len(plan.jobs) + len(plan.skipped)
+    if not plan.jobs:
+        for line in plan.skipped:
+            print(f"  skipped {line}", file=sys.stderr)
+        where = ", ".join(_show(p) for p in args.inputs[:_SHOWN])
+        raise InputError(f"no usable image files in {where} ({_suffix_note(plan.ignored) or 'nothing found'}; "
+                         f"image suffixes: {' '.join(IMAGE_SUFFIXES)})")
+    _check_output_folder(args.output)
+    return _run(args, plan, device, max_pixels, total)
+
+
+def _suffix_note(ignored: Counter) -> str:
+    if not ignored:
+        return ""
+    kinds = ", ".join(f"{suffix}: {n}" for suffix, n in ignored.most_common())
+    return f"{sum(ignored.values())} file(s) without an image suffix ignored ({kinds})"
+
+
+def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, total: int) -> int:
+    """Load the model and restore ``plan.jobs``; a file that fails is skipped by name and the run goes on."""
+    from tqdm import tqdm
+
+    from restore.inference import restore_image
+    from restore.model import RestorationModel
+    from tasks.errors import InputError
+    from tasks.io import load_image
+
     try:
         model = RestorationModel.from_pretrained(args.model, revision=args.revision, map_location=device)
     except (OSError, ValueError) as err:
-        print(f"restore run: cannot load model {args.model!r}: {err}", file=sys.stderr)
-        return 2
+        raise InputError(f"cannot load model {args.model!r}: {err}") from None
     if args.task not in model.tasks:
-        print(f"restore run: model {args.model} has no task {args.task!r}; its tasks: {', '.join(model.tasks)}",
-              file=sys.stderr)
-        return 2
-    failed = list(errors)
-    bar = tqdm(files, unit="img", disable=args.no_progress, file=sys.stderr)
-    for src, rel in bar:
-        bar.set_postfix_str(src.name, refresh=False)
-        try:
-            with Image.open(src) as im:
-                im.load()  # decodes now, so truncated files fail here rather than half-way through saving
-                image = im.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            failed.append(f"{src}: not a readable image ({err})")
-            tqdm.write(f"skipped {src}: not a readable image ({err})", file=sys.stderr)
-            continue
-        out = restore_image(model, image, args.task, tile=args.tile, overlap=args.overlap,
-                            ensemble=args.ensemble, device=device, dtype=args.dtype)
-        _save_atomic(out, _output_path(args.output, rel))
+        raise InputError(f"model {args.model} has no task {args.task!r}; its tasks: {', '.join(model.tasks)}")
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
+    skipped, done, stopped = list(plan.skipped), 0, None
+    bar = tqdm(plan.jobs, unit="img", disable=args.no_progress, file=sys.stderr)
+
+    def skip(src: Path, reason: str) -> None:
+        skipped.append(f"{_show(src)}: {reason}")
+        tqdm.write(f"skipped {skipped[-1]}", file=sys.stderr)
+
+    try:
+        for i, (src, target) in enumerate(bar):
+            bar.set_postfix_str(_show(src.name), refresh=False)
+            try:
+                loaded = load_image(src, max_pixels=max_pixels)
+            except (ValueError, OSError) as err:
+                msg = " ".join(str(err).split())
+                skip(src, msg.removeprefix(f"{src}: ") or type(err).__name__)
+                continue
+            if loaded.note:
+                tqdm.write(f"note: {_show(loaded.note)}", file=sys.stderr)
+            try:
+                out = restore_image(model, loaded.image, args.task, tile=args.tile, overlap=args.overlap,
+                                    ensemble=args.ensemble, device=device, dtype=args.dtype)
+            except (FloatingPointError, ValueError) as err:
+                skip(src, str(err))
+                continue
+            except RuntimeError as err:  # out of memory (CPU or GPU) and other per-image failures
+                hint = "; try --tile 256" if "memory" in str(err).lower() else ""
+                skip(src, f"{type(err).__name__}: {' '.join(str(err).split())[:200]}{hint}")
+                continue
+            try:
+                _save_atomic(out, target, loaded)
+            except OSError as err:
+                if err.errno in _STOP_ERRNOS:
+                    stopped = (f"stopped at {_show(src)}: cannot write {_show(target)} ({err.strerror}); "
+                               f"{len(plan.jobs) - i} image(s) not restored")
+                    break
+                skip(src, f"cannot write {_show(target)} ({err.strerror or err})")
+                continue
+            done += 1
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"restored {done} of {total} image(s) into {_show(args.output)} before the interrupt", file=sys.stderr)
+        raise
     bar.close()
-    done = len(files) - (len(failed) - len(errors))
-    print(f"restored {done} of {len(files)} image(s) into {args.output}", file=sys.stderr)
-    if failed:
-        print(f"{len(failed)} input(s) failed:", file=sys.stderr)
-        for e in failed:
-            print(f"  {e}", file=sys.stderr)
-        return 1
-    return 0
+    print(f"restored {done} of {total} image(s) into {_show(args.output)}", file=sys.stderr)
+    if stopped:
+        print(f"{stopped}; fix that and rerun with --overwrite (finished outputs are complete)", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} input(s) skipped:", file=sys.stderr)
+        for line in skipped:
+            print(f"  {line}", file=sys.stderr)
+    if plan.ignored:
+        print(_suffix_note(plan.ignored), file=sys.stderr)
+    return EXIT_FAILED if skipped or stopped else EXIT_OK
 
 
 def _dispatch(module: str, func: str, argv: list[str], what: str) -> int:

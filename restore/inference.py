@@ -218,16 +218,22 @@ def _to_input(image: Any) -> tuple[torch.Tensor, _Layout]:
     from PIL import Image
 
     if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            im.load()
-            image = im.copy()
+        from tasks.io import load_image  # EXIF orientation, 16-bit colour, frames and pixel budget checked there
+
+        image = load_image(image).image
     if isinstance(image, Image.Image):
         mode = image.mode
         if mode == "P":
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         elif mode in ("I", "I;16B", "I;16L", "I;16N"):
-            image = Image.fromarray(np.asarray(image).clip(0, 65535).astype(np.uint16))
-        elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "1", "PA", "RGBX", "RGBa", "La"):
+            arr = np.asarray(image)
+            if arr.size and (arr.min() < 0 or arr.max() > 65535):
+                raise ValueError(f"a mode {mode} image with values in [{arr.min()}, {arr.max()}], outside 16 bits; "
+                                 f"rescale it to [0, 65535] first")
+            image = Image.fromarray(arr.astype(np.uint16))
+        elif mode == "1":
+            image = image.convert("L")  # a bilevel image is grayscale: restored and returned as one channel
+        elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "PA", "RGBX", "RGBa", "La"):
             image = image.convert("RGBA" if mode in ("PA", "RGBa", "La") else "RGB")
         t, layout = _from_array(np.asarray(image))
         layout.kind = "pil"
@@ -296,7 +302,8 @@ def restore_image(
     Args:
         model: a `RestorationModel` (put in eval mode for the call).
         image: a PIL image, a uint8/uint16/float numpy array (H, W[, C]), a tensor (C, H, W) or (B, C, H, W) in
-            [0, 1] (or uint8), or a file path (then a PIL image is returned). Grayscale is restored as grayscale
+            [0, 1] (or uint8), or a file path (read with `tasks.io.load_image`: a PIL image is returned, or a
+            numpy array for 16-bit colour and float files). Grayscale is restored as grayscale
             (channels replicated in, averaged out); an alpha channel is kept (resized for SR); 16-bit stays 16-bit.
         task: the task name, one of ``model.tasks``.
         tile: restore in overlapping tiles of about this many input pixels (rounded to the model's window
@@ -305,10 +312,15 @@ def restore_image(
         ensemble: average the 8 flips/rotations (x8 self-ensemble; 8x slower, usually +0.05-0.1 dB).
         device: where to run the model (the model is moved there); default: where the model is.
         dtype: compute dtype under autocast (``"fp16"``, ``"bf16"``); default float32.
+
+    Raises:
+        FloatingPointError: the model's output holds NaN or inf (an error, not a black image).
     """
     if task not in model.tasks:
         raise ValueError(f"task {task!r} is not served by this model; its tasks are: {', '.join(model.tasks)}")
     x, layout = _to_input(image)
+    if not torch.isfinite(x).all():
+        raise ValueError("the image holds NaN or infinite values; fix or mask them before restoring")
     if device is not None:
         model.to(device)
     run_device = next(model.parameters()).device
@@ -336,4 +348,9 @@ def restore_image(
                 y = tiled_forward(fn, x, scale, tile, overlap, multiple=model.pad_multiple(task))
     finally:
         model.train(was_training)
+    if not torch.isfinite(y).all():
+        # clamping would turn NaN into black and inf into white: a wrong image that looks like a result
+        hint = (" (fp16 overflows easily: try dtype='bf16' or 'float32')" if compute_dtype == torch.float16
+                else " (check the weights, or try another --dtype)")
+        raise FloatingPointError(f"the model's output for this image holds NaN or infinite values{hint}")
     return _to_output(y, layout, scale)

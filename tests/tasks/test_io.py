@@ -1,13 +1,15 @@
-"""tasks.io: grayscale and 16-bit images survive a round trip; writes are atomic."""
+"""tasks.io: grayscale and 16-bit images survive a round trip; writes are atomic; what would be read wrongly is
+refused by name (frames, pixel budget, float ranges) and EXIF orientation is applied."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-from tasks.io import list_images, read_image, save_image
+from tasks.errors import InputError
+from tasks.io import list_images, load_image, read_image, read_image_raw, save_image, write_image
 
 
 def test_rgb_and_gray_round_trip(tmp_path):
@@ -45,3 +47,47 @@ def test_bad_inputs_are_reported(tmp_path):
         save_image(torch.zeros(2, 4, 4), tmp_path / "x.png")
     with pytest.raises(ValueError, match="one by one"):
         save_image(torch.zeros(2, 3, 4, 4), tmp_path / "x.png")
+
+
+def test_sixteen_bit_colour_round_trip(tmp_path):
+    x = torch.randint(0, 65536, (3, 5, 7), generator=torch.Generator().manual_seed(0)).double() / 65535
+    for name in ("deep.png", "deep.tif"):
+        save_image(x, tmp_path / name, bits=16)
+        raw, peak = read_image_raw(tmp_path / name)
+        assert peak == 65535 and torch.equal(raw.double() / 65535, x)  # exact: not truncated to 8 bits
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)  # stored 6 wide, 4 high
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(arr).save(tmp_path / "o.png", exif=exif.tobytes())
+        with Image.open(tmp_path / "o.png") as im:
+            expected = np.asarray(ImageOps.exif_transpose(im)).transpose(2, 0, 1)
+        assert np.array_equal(read_image(tmp_path / "o.png", torch.uint8).numpy(), expected), orientation
+
+
+def test_what_would_be_silently_wrong_is_refused(tmp_path):
+    frames = [Image.new("RGB", (4, 4), (i, i, i)) for i in (0, 99)]
+    frames[0].save(tmp_path / "two.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(InputError, match=r"two.gif: 2 frames"):
+        load_image(tmp_path / "two.gif")
+    Image.new("L", (20, 10)).save(tmp_path / "big.png")
+    with pytest.raises(InputError, match=r"big.png: 20x10 = 200 pixels is over the budget of 199"):
+        load_image(tmp_path / "big.png", max_pixels=199)
+    Image.fromarray(np.full((2, 2), -1.0, np.float32)).save(tmp_path / "neg.tif")
+    with pytest.raises(InputError, match="negative"):
+        read_image(tmp_path / "neg.tif")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputError, match="empty.png: not a readable image"):
+        read_image(tmp_path / "empty.png")
+
+
+def test_float_tiff_in_255_is_scaled_with_a_note(tmp_path):
+    Image.fromarray(np.array([[0.0, 127.5], [255.0, 51.0]], np.float32)).save(tmp_path / "f.tif")
+    loaded = load_image(tmp_path / "f.tif")
+    assert loaded.float_peak == 255 and "divided by 255" in loaded.note
+    np.testing.assert_allclose(read_image(tmp_path / "f.tif")[0].numpy(), [[0, 0.5], [1, 0.2]], rtol=1e-6)
+    write_image(loaded.image, tmp_path / "back.tif", float_peak=loaded.float_peak)
+    np.testing.assert_allclose(np.asarray(Image.open(tmp_path / "back.tif")), [[0, 127.5], [255, 51]], rtol=1e-6)
