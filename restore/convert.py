@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Callable
 import torch
 
 from restore.registry import get_variant, list_variants
+from tasks.errors import InputError
 
 __all__ = ["load_official_state_dict", "convert_checkpoint", "convert_main", "FAMILIES"]
 
@@ -40,21 +42,38 @@ def load_official_state_dict(src: str | Path | dict[str, Any]) -> StateDict:
     Unwraps ``params_ema`` (preferred) / ``params`` / ``state_dict`` / ``model`` containers and a ``module.``
     prefix (DataParallel/DDP).
     """
+    where = "the checkpoint"
     if isinstance(src, (str, Path)):
         path = Path(src)
+        where = str(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"checkpoint {where} is a folder; pass the checkpoint file (.pth/.pt/.safetensors)")
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+            raise FileNotFoundError(f"checkpoint {where!r} does not exist")
+        if path.stat().st_size == 0:
+            raise InputError(f"checkpoint {where} is empty (0 bytes): an interrupted download or copy; fetch it again")
         if path.suffix == ".safetensors":
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            sd: Any = load_file(str(path))
+            try:
+                sd: Any = load_file(str(path))
+            except SafetensorError as err:
+                raise InputError(f"checkpoint {where} is not a complete safetensors file ({err}): truncated or "
+                                 "corrupt (or not safetensors at all); fetch it again") from err
         else:
             try:
                 sd = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as err:  # noqa: BLE001 - re-raised with the reason and the fix
-                raise ValueError(
-                    f"could not read {str(path)!r} as a weights-only checkpoint ({err}); pickles holding code "
-                    "objects are refused for safety: re-save only the state dict (torch.save(model.state_dict()))"
+                lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [type(err).__name__]
+                # torch's weights-only failure starts with a paragraph of boilerplate; its reason is further down
+                detail = [ln for ln in lines if ln.startswith(("Unsupported", "Unsupported global", "WeightsUnpickler"))
+                          and not ln.endswith(":")]
+                reason = detail[0] if lines[0].startswith("Weights only load failed") and detail else lines[0]
+                raise InputError(
+                    f"could not read {where} as a weights-only checkpoint ({reason}): "
+                    "a corrupt or non-PyTorch file, or a pickle holding code objects (refused for safety: re-save "
+                    "only the state dict with torch.save(model.state_dict()))"
                 ) from err
     else:
         sd = src
@@ -63,8 +82,15 @@ def load_official_state_dict(src: str | Path | dict[str, Any]) -> StateDict:
         if wrapper is None:
             break
         sd = sd[wrapper]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError("the checkpoint is not a state dict of tensors (nor wrapped in params/params_ema/state_dict)")
+    if not isinstance(sd, dict):
+        raise InputError(f"{where} holds a {type(sd).__name__}, not a state dict of tensors (nor one wrapped in "
+                         f"{'/'.join(_WRAPPERS)})")
+    odd = next(((k, v) for k, v in sd.items() if not isinstance(v, torch.Tensor)), None)
+    if odd is not None:
+        raise InputError(f"{where} is not a state dict of tensors (nor wrapped in {'/'.join(_WRAPPERS)}): key "
+                         f"{odd[0]!r} holds a {type(odd[1]).__name__} value")
+    if not sd:
+        raise InputError(f"{where} holds an empty state dict (no tensors)")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
     return dict(sd)
@@ -339,6 +365,33 @@ def _check_task_scales(tasks: list[str], scales: list[int], family: str) -> None
 FAMILIES: dict[str, Callable] = {"hat": _adapt_hat, "swinir": _adapt_swinir, "ipt": _adapt_ipt, "edt": _adapt_edt}
 
 
+def _guess_family(sd: StateDict) -> str | None:
+    """The official family whose tell-tale keys ``sd`` has (cheap: key names only), ``"restore"`` for a state dict
+    of our own format, or None."""
+    keys = list(sd)
+    if any(k.startswith(("heads.", "tails.")) for k in keys) and any(k.startswith("body.") for k in keys):
+        return "restore"
+    if any(".overlap_attn." in k or ".conv_block.cab." in k for k in keys):
+        return "hat"
+    if any(re.match(r"head_\w+?\.\d+\.", k) for k in keys) and any(".attns." in k for k in keys):
+        return "edt"
+    if any(k.startswith(("body.encoder.layers.", "body.query_embed")) for k in keys):
+        return "ipt"
+    if any(re.match(r"layers\.\d+\.residual_group\.blocks\.\d+\.attn\.", k) for k in keys):
+        return "swinir"
+    return None
+
+
+def _wrong_family(where: str, family: str, guess: str | None, sd: StateDict, missing: str | None = None) -> InputError:
+    if guess == "restore":
+        return InputError(f"{where} is already in the restore format (heads./body./tails. keys), not an official "
+                          f"{family} checkpoint: load it with RestorationModel and save_pretrained instead")
+    lacks = f" has no key {missing!r} and" if missing else ""
+    hint = (f"pass --family {guess} (family={guess!r})" if guess else
+            f"its first keys are {sorted(sd)[:4]}; convertible families: {', '.join(sorted(FAMILIES))}")
+    return InputError(f"{where}{lacks} does not look like an official {family} checkpoint: {hint}")
+
+
 # ------------------------------------------------------------------------------------------------ public
 
 
@@ -380,29 +433,44 @@ def convert_checkpoint(
         The model in eval mode, its weights loaded strictly.
 
     Raises:
-        ValueError: unknown family, keys the adapter cannot place, or keys/shapes that do not match our model.
+        tasks.errors.InputError (a ValueError): an unreadable, empty or corrupt file, a file that is not a state dict
+            of tensors, keys of another family (the message names the family they look like), an unknown family,
+            keys the adapter cannot place, or keys/shapes that do not match our model. Messages name the file.
+        FileNotFoundError, IsADirectoryError: ``state_dict_or_path`` is missing or a folder.
     """
     from restore.model import RestorationModel
 
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; convertible families: {', '.join(sorted(FAMILIES))}")
+        raise InputError(f"unknown family {family!r}; convertible families: {', '.join(sorted(FAMILIES))}")
+    where = str(state_dict_or_path) if isinstance(state_dict_or_path, (str, Path)) else "the checkpoint"
     sd = load_official_state_dict(state_dict_or_path)
-    arch, tasks, ours, unknown = FAMILIES[family](sd, None if tasks is None else list(tasks))
+    guess = _guess_family(sd)
+    if guess is not None and guess != family:  # before the adapter, whose errors would be about a foreign layout
+        raise _wrong_family(where, family, guess, sd)
+    try:
+        arch, tasks, ours, unknown = FAMILIES[family](sd, None if tasks is None else list(tasks))
+    except KeyError as err:  # the adapter reads a key every checkpoint of the family has
+        raise _wrong_family(where, family, guess, sd, missing=err.args[0] if err.args else None) from err
+    except ValueError as err:  # what the adapter cannot convert (ape=True, grayscale, task/scale mismatch, ...)
+        raise InputError(f"{where}: {' '.join(str(err).split())}") from err
     if unknown:
-        raise ValueError(f"{len(unknown)} key(s) of the {family} checkpoint are not part of the official layout "
-                         f"this converter knows: {unknown[:20]}{' ...' if len(unknown) > 20 else ''}")
+        raise InputError(f"{where}: {len(unknown)} key(s) of the {family} checkpoint are not part of the official "
+                         f"layout this converter knows: {unknown[:20]}{' ...' if len(unknown) > 20 else ''}")
     arch.update(official_arch_kwargs)
-    model = RestorationModel(_variant_for(family, arch), tasks=tasks, arch=arch)
+    try:
+        model = RestorationModel(_variant_for(family, arch), tasks=tasks, arch=arch)
+    except (ValueError, TypeError) as err:  # inferred or --arch values the architecture refuses
+        raise InputError(f"{where}: {' '.join(str(err).split())} (architecture {arch})") from err
     expected = model.state_dict()
     missing = sorted(set(expected) - set(ours))
     extra = sorted(set(ours) - set(expected))
     shapes = [f"{k}: checkpoint {tuple(ours[k].shape)} vs model {tuple(expected[k].shape)}"
               for k in sorted(set(ours) & set(expected)) if ours[k].shape != expected[k].shape]
     if missing or extra or shapes:
-        raise ValueError(
-            f"the {family} checkpoint does not match the architecture {arch}:\n"
-            f"  missing keys: {missing[:20]}\n  unexpected keys: {extra[:20]}\n  shape mismatches: {shapes[:20]}\n"
-            "pass the official constructor arguments (e.g. --arch num_heads=8) if the inference was wrong"
+        raise InputError(
+            f"{where}: the {family} checkpoint does not match the architecture {arch}: missing keys: {missing[:20]}; "
+            f"unexpected keys: {extra[:20]}; shape mismatches: {shapes[:20]}; pass the official constructor "
+            "arguments (e.g. --arch num_heads=8) if the inference was wrong"
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in ours.items()}, strict=True)
     return model.eval()
@@ -424,11 +492,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", nargs="*", default=[], metavar="KEY=VALUE",
                    help="official constructor arguments, values in JSON (e.g. img_range=1.0 depths=[6,6])")
     p.add_argument("--tasks", nargs="*", default=None, help="our task names for the heads, in head order")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in OUT (default: refuse)")
     return p
 
 
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output that is a file, or a folder already holding a model (unless ``overwrite``), before the work."""
+    from restore.hub import CONFIG_NAME, WEIGHTS_NAME
+
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a folder; pass a folder path")
+    held = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (out / n).exists()]
+    if held and not overwrite:
+        raise FileExistsError(f"output folder {out} already holds a model ({', '.join(held)}); pass --overwrite to "
+                              "replace it, or choose another folder")
+    for parent in (out, *out.parents):  # the first folder that exists is where the files will be created
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"output {out}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"output {out}: folder {parent} is not writable")
+            break
+
+
+def _save_atomic(model, out: Path) -> None:
+    """Write the model so that OUT is either absent/untouched or complete: into a temporary sibling folder that is
+    renamed onto OUT (``rename`` replaces an empty folder atomically); a folder already holding files gets each file
+    replaced atomically by ``save_pretrained`` instead."""
+    import shutil
+    import uuid
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and any(out.iterdir()):
+        model.save_pretrained(out)
+        return
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()  # not mkdtemp: its 0700 mode would stay on the published folder
+    try:
+        model.save_pretrained(tmp)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def convert_main(argv: list[str] | None = None) -> int:
-    """``restore convert SRC OUT --family hat [--arch key=value ...] [--tasks t ...]``: write our hub format."""
+    """``restore convert SRC OUT --family hat [--arch key=value ...] [--tasks t ...] [--overwrite]``.
+
+    Returns 0, or 2 with a one-line error naming the file for bad input (nothing is written then).
+    """
     p = build_parser()
     args = p.parse_args(argv)
     kwargs = {}
@@ -437,12 +548,17 @@ def convert_main(argv: list[str] | None = None) -> int:
             p.error(f"--arch takes key=value pairs, got {item!r}")
         key, value = item.split("=", 1)
         kwargs[key] = _parse_value(value)
+    out = Path(args.out)
     try:
+        if not Path(args.src).exists():  # the cheapest mistake first
+            raise FileNotFoundError(f"checkpoint {args.src!r} does not exist")
+        _check_out(out, args.overwrite)
         model = convert_checkpoint(args.src, args.family, tasks=args.tasks, **kwargs)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"restore convert: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError,
+            PermissionError) as err:
+        print(f"restore convert: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    model.save_pretrained(args.out)
+    _save_atomic(model, out)
     n = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.out}: variant {model.variant}, tasks {model.tasks}, {n / 1e6:.2f}M parameters")
+    print(f"wrote {out}: variant {model.variant}, tasks {model.tasks}, {n / 1e6:.2f}M parameters")
     return 0

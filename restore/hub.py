@@ -8,6 +8,16 @@ pickled ``.bin``/``.pt`` files are refused (unpickling runs arbitrary code), wit
 Loading is strict: a missing or unexpected key raises, naming the keys (the mixin's default is ``strict=False``,
 see ECOSYSTEM notes). Files are resolved with ``hf_hub_download``, so the Hub cache and ``HF_HUB_OFFLINE=1``
 work as for any Hub library.
+
+Bad input raises (all one-line messages naming the file and the fix; ``tasks.errors`` maps them to exit code 2):
+
+- :class:`InvalidConfigError` (an ``InputError``, so a ``ValueError``): ``config.json`` is not JSON, not an object,
+  lacks a key, or holds a value the architecture refuses (unknown variant or task, ``window_size: 0``, ...);
+- :class:`CorruptCheckpointError` (an ``InputError``): ``model.safetensors`` is truncated, empty or not
+  safetensors, holds non-float or non-finite (NaN/Inf) weights, or its keys/shapes do not match the config;
+- ``InputError``: pickled weights only, an unknown Hub repo or revision, a ``map_location`` that is no usable device;
+- ``FileNotFoundError``: no such folder or file, or (offline) the file is not in the Hub cache;
+- ``IsADirectoryError``: ``config.json`` or ``model.safetensors`` is a folder.
 """
 
 from __future__ import annotations
@@ -24,12 +34,16 @@ import torch
 from safetensors.torch import load_file, save_model
 
 from cards import model_card_template
+from tasks.errors import InputError
 from tasks.io import publish_mode
 
 if TYPE_CHECKING:
     from restore.model import RestorationModel
 
-__all__ = ["MODEL_CARD_TEMPLATE", "WEIGHTS_NAME", "CONFIG_NAME", "from_pretrained", "save_pretrained", "save_weights"]
+__all__ = [
+    "MODEL_CARD_TEMPLATE", "WEIGHTS_NAME", "CONFIG_NAME", "from_pretrained", "save_pretrained", "save_weights",
+    "CorruptCheckpointError", "InvalidConfigError",
+]
 
 MODEL_CARD_TEMPLATE = model_card_template()
 WEIGHTS_NAME = "model.safetensors"
@@ -39,12 +53,24 @@ _CONFIG_KEYS = ("variant", "tasks", "arch", "format_version")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
-def _refuse_pickle(what: str) -> ValueError:
-    return ValueError(
-        f"{what} holds pickled PyTorch weights, which restore never loads (unpickling can run arbitrary code). "
-        "Convert an official checkpoint once, in an environment you trust, with "
-        "`restore convert CHECKPOINT OUT_DIR --family edt|hat|swinir|ipt` (or restore.convert_checkpoint), "
-        "then load OUT_DIR"
+class InvalidConfigError(InputError):
+    """``config.json`` of a model cannot rebuild a model: the message names the file, the key and the valid values."""
+
+
+class CorruptCheckpointError(InputError):
+    """``model.safetensors`` is unreadable (truncated, empty, not safetensors) or holds weights that cannot be used."""
+
+
+_CONVERT_HINT = (
+    "convert it once, in an environment you trust, with `restore convert CHECKPOINT OUT_DIR --family "
+    "edt|hat|swinir|ipt` (or restore.convert_checkpoint), then load OUT_DIR"
+)
+
+
+def _refuse_pickle(what: str) -> InputError:
+    return InputError(
+        f"{what}: restore loads only {WEIGHTS_NAME}, never pickled weights (.bin/.pt/.pth: unpickling can run "
+        f"arbitrary code); {_CONVERT_HINT}"
     )
 
 
@@ -117,10 +143,14 @@ def generate_model_card(model: "RestorationModel", mixin_generate: Callable[...,
 def _resolve_local(folder: Path) -> tuple[Path, Path]:
     config = folder / CONFIG_NAME
     weights = folder / WEIGHTS_NAME
+    for path in (weights, config):
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder, not a file; {folder} is not a restore model folder "
+                                    "(save one with save_pretrained)")
     if not weights.is_file():
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
         if pickles:
-            raise _refuse_pickle(f"folder {folder} has no {WEIGHTS_NAME}; it only " + ", ".join(pickles))
+            raise _refuse_pickle(f"folder {folder} has no {WEIGHTS_NAME}, only {', '.join(pickles)}")
         raise FileNotFoundError(f"folder {folder} has no {WEIGHTS_NAME}; save a model there with save_pretrained")
     if not config.is_file():
         raise FileNotFoundError(
@@ -130,31 +160,88 @@ def _resolve_local(folder: Path) -> tuple[Path, Path]:
     return config, weights
 
 
-def _resolve_hub(repo_id: str, **download: Any) -> tuple[Path, Path]:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+def _repo_pickles(repo_id: str, revision: str | None, token: str | bool | None) -> list[str]:
+    """Pickled weight files of a Hub repo (for the error message only: any failure gives [])."""
+    from huggingface_hub import HfApi
 
-    config = Path(hf_hub_download(repo_id, CONFIG_NAME, **download))
     try:
-        weights = Path(hf_hub_download(repo_id, WEIGHTS_NAME, **download))
-    except EntryNotFoundError as err:
-        raise _refuse_pickle(
-            f"Hub repo {repo_id!r} has no {WEIGHTS_NAME}; if it holds pytorch_model.bin or *.pt, it"
+        files = HfApi().list_repo_files(repo_id, revision=revision, token=token)
+    except Exception:  # noqa: BLE001 - a hint, never a reason to fail differently
+        return []
+    return sorted(f for f in files if Path(f).suffix in _PICKLE_SUFFIXES)
+
+
+def _hub_file(repo_id: str, filename: str, **download: Any) -> Path:
+    """``hf_hub_download`` with the Hub client's errors turned into one-line messages that say what to do."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+    )
+
+    where = f"Hub repo {repo_id!r} (revision {download.get('revision') or 'main'})"
+    try:
+        return Path(hf_hub_download(repo_id, filename, **download))
+    except LocalEntryNotFoundError as err:  # before EntryNotFoundError: it is a subclass
+        # offline (HF_HUB_OFFLINE=1 / local_files_only=True) or the Hub unreachable, and the file is not cached
+        raise FileNotFoundError(
+            f"{filename} of {where} is not in the local Hub cache and cannot be downloaded now (offline: "
+            f"HF_HUB_OFFLINE=1 or local_files_only=True, or no network); download it once with network access "
+            f"(`hf download {repo_id} {filename}` or from_pretrained without offline mode), then load again"
         ) from err
-    return config, weights
+    except RevisionNotFoundError as err:  # before RepositoryNotFoundError: its sibling, checked first for clarity
+        raise InputError(f"{where}: no such revision; pass an existing branch, tag or commit sha") from err
+    except RepositoryNotFoundError as err:  # GatedRepoError is a subclass
+        raise InputError(
+            f"{where} does not exist or needs access (private or gated), and no local folder of that name "
+            "exists: check the name, or log in (`hf auth login`) / pass token="
+        ) from err
+    except EntryNotFoundError as err:
+        if filename == CONFIG_NAME:
+            raise FileNotFoundError(f"{where} has no {CONFIG_NAME}; it is not a restore model repo") from err
+        pickles = _repo_pickles(repo_id, download.get("revision"), download.get("token"))
+        if pickles:
+            raise _refuse_pickle(f"{where} has no {WEIGHTS_NAME}, only {', '.join(pickles)}") from err
+        raise FileNotFoundError(f"{where} has no {WEIGHTS_NAME}; push one with save_pretrained/push_to_hub") from err
 
 
 def _read_config(path: Path) -> dict[str, Any]:
+    """Parse ``config.json`` and check every key's type and value before any module is built."""
+    from restore.registry import list_variants
+    from tasks.registry import get_task
+
+    fix = "re-export the model with save_pretrained (or restore convert)"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+        raise InvalidConfigError(f"{path} is not valid JSON ({err}); {fix}") from err
+    if not isinstance(config, dict):
+        raise InvalidConfigError(
+            f"{path} holds a JSON {type(config).__name__}, not an object with keys {list(_CONFIG_KEYS)}; {fix}"
+        )
     missing = [k for k in ("variant", "tasks") if k not in config]
     unknown = sorted(set(config) - set(_CONFIG_KEYS))
     if missing or unknown:
-        raise ValueError(
-            f"{path} is not a restore config: missing {missing}, unknown {unknown}; expected keys {list(_CONFIG_KEYS)}"
+        raise InvalidConfigError(
+            f"{path} is not a restore config: missing keys {missing}, unknown keys {unknown}; expected keys "
+            f"{list(_CONFIG_KEYS)}; {fix}"
         )
+    variant, tasks = config["variant"], config["tasks"]
+    if not isinstance(variant, str) or variant not in list_variants():
+        raise InvalidConfigError(f"{path}: 'variant' is {variant!r}; valid variants: {', '.join(list_variants())}")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise InvalidConfigError(f"{path}: 'tasks' must be a non-empty list of task names (e.g. [\"sr_x2\"]), "
+                                 f"got {tasks!r}")
+    for task in tasks:
+        try:
+            get_task(task)
+        except ValueError as err:
+            raise InvalidConfigError(f"{path}: 'tasks' holds {task!r}: {err}") from err
+    if not isinstance(config.get("arch", {}), dict):
+        raise InvalidConfigError(f"{path}: 'arch' must be an object of architecture arguments, got "
+                                 f"{config['arch']!r}")
+    version = config.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InvalidConfigError(f"{path}: 'format_version' must be a positive integer, got {version!r}")
     return config
 
 
@@ -164,25 +251,62 @@ def _name_keys(keys: list[str], limit: int = 12) -> str:
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model``; raise ValueError naming missing, unexpected and mis-shaped keys."""
+    """Load ``state`` into ``model``; raise `CorruptCheckpointError` naming the keys that cannot be used.
+
+    Missing, unexpected and mis-shaped keys are refused; so are integer/bool tensors where the model has float
+    ones (a float of another precision, e.g. fp16 weights, is cast to the model's dtype as ``load_state_dict``
+    does) and non-finite values (NaN/Inf: every output would be NaN, usually a diverged training run).
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
-        for k in set(own) & set(state)
-        if state[k].shape != own[k].shape
-    )
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_name_keys(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_name_keys(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches: {_name_keys(shapes)}")
-        raise ValueError(f"weights in {source} do not match the model built from its config.json; " + "; ".join(parts))
+    common = sorted(set(own) & set(state))
+    shapes = [f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+              for k in common if state[k].shape != own[k].shape]
+    dtypes = [f"{k} ({state[k].dtype} vs model {own[k].dtype})" for k in common
+              if own[k].is_floating_point() and not state[k].is_floating_point()]
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {_name_keys(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {_name_keys(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatches: {_name_keys(shapes)}")
+    if dtypes:
+        parts.append(f"non-float tensors: {_name_keys(dtypes)}")
+    if parts:
+        raise CorruptCheckpointError(
+            f"weights in {source} do not match the model built from its config.json; " + "; ".join(parts)
+        )
+    non_finite = [k for k in common if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if non_finite:
+        raise CorruptCheckpointError(
+            f"weights in {source} hold NaN/Inf values in {len(non_finite)} tensor(s): {_name_keys(non_finite)}; "
+            "the model would output NaN (often a diverged training run): export an earlier checkpoint"
+        )
     model.load_state_dict(state, strict=True)
+
+
+def _load_weights(path: Path, device: torch.device, fix: str) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with its header errors turned into `CorruptCheckpointError` naming ``path``."""
+    from safetensors import SafetensorError
+
+    size = path.stat().st_size
+    if size == 0:
+        raise CorruptCheckpointError(f"{path} is empty (0 bytes), an interrupted download or save; {fix}")
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as err:
+        raise CorruptCheckpointError(
+            f"{path} ({size} bytes) is not a complete safetensors file ({err}): truncated or corrupt; {fix}"
+        ) from err
+
+
+def _check_device(map_location: str | torch.device) -> torch.device:
+    """``map_location`` as a device that exists here, checked before anything is read or built."""
+    from tasks.evaluate import check_device  # the one device check of every command
+
+    return check_device(map_location, "map_location")
 
 
 def from_pretrained(
@@ -198,36 +322,40 @@ def from_pretrained(
     map_location: str | torch.device = "cpu",
 ) -> "RestorationModel":
     """See `RestorationModel.from_pretrained`."""
+    device = _check_device(map_location)
     path = Path(name_or_path)
     if path.suffix in _PICKLE_SUFFIXES and (path.is_file() or not _REPO_ID.fullmatch(str(name_or_path))):
         raise _refuse_pickle(str(path))
     if path.is_file():
-        raise ValueError(f"{path} is a file; pass the folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
+        raise InputError(f"{path} is a file; pass the folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
+    if path.is_symlink() and not path.exists():
+        raise FileNotFoundError(f"{path} is a broken symbolic link (to {os.readlink(path)!r})")
     if path.is_dir():
         config_path, weights_path = _resolve_local(path)
+        config = _read_config(config_path)
         source = str(path)
+        fix = "re-save it with save_pretrained (or re-run restore convert), or copy it again"
     else:
         if not _REPO_ID.fullmatch(str(name_or_path)):
             raise FileNotFoundError(f"{name_or_path!r} is neither an existing folder nor a Hub repo id (org/name)")
-        config_path, weights_path = _resolve_hub(
-            str(name_or_path),
-            revision=revision,
-            cache_dir=cache_dir,
-            force_download=force_download,
-            token=token,
-            local_files_only=local_files_only,
-        )
+        download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
+                        local_files_only=local_files_only)
+        config_path = _hub_file(str(name_or_path), CONFIG_NAME, **download)
+        config = _read_config(config_path)  # a bad config fails before the large download
+        weights_path = _hub_file(str(name_or_path), WEIGHTS_NAME, **download)
         source = f"{name_or_path}@{revision or 'main'}"
-    config = _read_config(config_path)
+        fix = f"download it again: from_pretrained({str(name_or_path)!r}, force_download=True)"
     if tasks is not None:
         tasks = [tasks] if isinstance(tasks, str) else list(tasks)
         absent = [t for t in tasks if t not in config["tasks"]]
         if absent:
-            raise ValueError(f"{source} does not serve task(s) {absent}; it has: {', '.join(config['tasks'])}")
-    model = cls(**config)
-    device = torch.device(map_location) if not isinstance(map_location, torch.device) else map_location
-    state = load_file(str(weights_path), device=str(device))
-    load_state_dict_strict(model, state, source)
+            raise InputError(f"{source} does not serve task(s) {absent}; it has: {', '.join(config['tasks'])}")
+    state = _load_weights(weights_path, device, fix)  # before building: a corrupt file fails fast
+    try:
+        model = cls(**config)
+    except (ValueError, TypeError) as err:  # the config's values are the only input here (types checked above)
+        raise InvalidConfigError(f"{config_path}: {' '.join(str(err).split())}") from err
+    load_state_dict_strict(model, state, str(weights_path) if path.is_dir() else f"{source} ({weights_path})")
     model.to(device)
     if tasks is not None:
         model.keep_tasks(tasks)

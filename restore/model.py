@@ -258,8 +258,16 @@ class RestorationModel(
             map_location: device for the weights.
 
         Raises:
-            ValueError: the weights' keys do not match the model (the keys are named), or the folder holds only
-                pickled weights (.bin/.pt), which are refused.
+            restore.hub.InvalidConfigError: ``config.json`` is not JSON, not an object, lacks a key, or holds a value
+                the architecture refuses (unknown variant or task, ``window_size: 0``, ...); names file and key.
+            restore.hub.CorruptCheckpointError: ``model.safetensors`` is truncated, empty or not safetensors, or its
+                weights do not fit the config (missing/unexpected keys, shapes, non-float or NaN/Inf values).
+            tasks.errors.InputError: only pickled weights (.bin/.pt), which are refused; an unknown Hub repo or
+                revision; a ``map_location`` that is not a usable device; ``tasks`` the model does not serve.
+            FileNotFoundError: no such folder, no weights in it, or (offline) a file missing from the Hub cache.
+            IsADirectoryError: ``config.json`` or ``model.safetensors`` is a folder.
+
+            All but the last two are ``ValueError``s; every message is one line naming the file and the fix.
         """
         return hub.from_pretrained(
             cls,

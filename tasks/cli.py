@@ -2,19 +2,43 @@
 
     restore eval --model ID_OR_DIR --task sr_x4 --benchmark Set5 Set14 B100 -o results.json
     restore eval --bicubic --task sr_x2 sr_x3 sr_x4 --benchmark Set5 Set14 B100
+
+Everything that can be checked is checked before a model is loaded or an image scored: task names, benchmark
+names, ``--device``, ``-o`` (not a folder, writable), the numeric options. A benchmark image that cannot be read
+(zero bytes, truncated) or is too small to score is skipped by name: the table is printed for the rest, marked
+with the number of images scored, the skipped files are listed with their reason, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
+from tasks.errors import InputError
 from tasks.io import atomic_path
-from tasks.evaluate import ENV_VAR, EvalResult, bicubic_baseline, evaluate
+from tasks.evaluate import ENV_VAR, EvalResult, _resolve_benchmark, bicubic_baseline, check_device, evaluate
 from tasks.registry import get_task
 
 __all__ = ["eval_main", "build_parser", "markdown_table"]
+
+
+def _int_at_least(minimum: int):
+    """An argparse ``type``: an integer >= ``minimum`` (so ``--limit 0`` fails at parsing, naming the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"  # argparse names the type in its message
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,15 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", nargs="+", required=True, help="task name(s), e.g. sr_x4 denoise_g25 derain")
     p.add_argument("--benchmark", nargs="+", required=True, help="dataset names (e.g. Set5 Set14 B100) or folders")
     p.add_argument("--root", help=f"benchmark root (default: ${ENV_VAR}, then ../shared/benchmarks)")
-    p.add_argument("--tile", type=int, default=None, help="tile size for inference (default: whole image)")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default: 32)")
+    p.add_argument("--tile", type=_int_at_least(1), default=None, help="tile size for inference (default: whole image)")
+    p.add_argument("--overlap", type=_int_at_least(0), default=32, help="tile overlap in pixels (default: 32)")
     p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (flips and rotations)")
     p.add_argument("--device", default=None, help="torch device for the model, e.g. cuda or cpu")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N images of each benchmark")
+    p.add_argument("--limit", type=_int_at_least(1), default=None,
+                   help="score only the first N images of each benchmark")
     p.add_argument("--round-y", action="store_true", help="round Y to uint8 before scoring (MATLAB style)")
     p.add_argument("--revision", default=None, help="Hub revision of --model")
     p.add_argument(
-        "--threads", type=int, default=None,
+        "--threads", type=_int_at_least(1), default=None,
         help="torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)",
     )
     p.add_argument("-o", "--output", help="write all results (with per-image scores) to this JSON file")
@@ -48,14 +73,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def markdown_table(results: list[EvalResult]) -> str:
-    """Benchmarks as rows, tasks as columns, cells ``PSNR / SSIM``."""
+    """Benchmarks as rows, tasks as columns, cells ``PSNR / SSIM``.
+
+    A cell whose benchmark had skipped images says over how many images it was scored (``(4 of 5 images)``): its
+    mean is not comparable with published tables.
+    """
     tasks_ = list(dict.fromkeys(r.task for r in results))
     benches = list(dict.fromkeys(r.benchmark for r in results))
-    cell = {(r.benchmark, r.task): f"{r.psnr:.2f} / {r.ssim:.4f}" for r in results}
+
+    def text(r: EvalResult) -> str:
+        partial = f" ({len(r.per_image)} of {len(r.per_image) + len(r.skipped)} images)" if r.skipped else ""
+        return f"{r.psnr:.2f} / {r.ssim:.4f}{partial}"
+
+    cell = {(r.benchmark, r.task): text(r) for r in results}
     lines = ["| benchmark | " + " | ".join(tasks_) + " |", "|---|" + "---|" * len(tasks_)]
     for b in benches:
         lines.append(f"| {b} | " + " | ".join(cell.get((b, t), "-") for t in tasks_) + " |")
     return "\n".join(lines)
+
+
+def _check_output(path: str) -> None:
+    """Refuse an ``-o`` that cannot be written, before any scoring (not after minutes of work)."""
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(f"-o {path} is a folder; pass a file path such as {out / 'results.json'}")
+    for parent in out.parents:  # the first existing ancestor is where atomic_path creates folders and the file
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"-o {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"-o {path}: folder {parent} is not writable")
+            break
+    if out.exists() and not os.access(out, os.W_OK):
+        raise PermissionError(f"-o {path} exists and is not writable")
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -69,18 +119,25 @@ def eval_main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
     try:
+        # everything checkable is checked before the model loads and the first image is scored
         task_objs = [get_task(t) for t in args.task]
+        device = check_device(args.device, "--device")
+        for bench in args.benchmark:
+            _resolve_benchmark(bench, args.root)
+        if args.output:
+            _check_output(args.output)
         model = None
         if args.model:
             import restore  # late: the baseline needs no model library
 
-            model = restore.RestorationModel.from_pretrained(args.model, revision=args.revision)
+            model = restore.RestorationModel.from_pretrained(args.model, revision=args.revision,
+                                                             map_location=device or "cpu")
             model.eval()
             missing = [t.name for t in task_objs if t.name not in list(model.tasks)]
             if missing:
-                raise ValueError(f"the model serves {list(model.tasks)}; it has no head for {missing}")
+                raise InputError(f"the model serves {list(model.tasks)}; it has no head for {missing}")
         results = []
         for bench in args.benchmark:
             for task in task_objs:
@@ -88,16 +145,24 @@ def eval_main(argv: list[str] | None = None) -> int:
                 results.append(
                     evaluate(
                         restorer, bench, task, root=args.root, tile=args.tile, overlap=args.overlap,
-                        ensemble=args.ensemble, device=args.device, limit=args.limit, round_y=args.round_y,
+                        ensemble=args.ensemble, device=device, limit=args.limit, round_y=args.round_y,
+                        skip_unreadable=True,
                     )
                 )
-    except (ValueError, FileNotFoundError, TypeError) as err:
-        print(f"restore eval: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, TypeError) as err:
+        print(f"restore eval: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(markdown_table(results))
     if args.output:
         _write_json(args.output, {"model": args.model or "bicubic", "results": [r.to_dict() for r in results]})
         print(f"wrote {args.output}")
+    skipped = {(r.benchmark, s["name"]): s["reason"] for r in results for s in r.skipped}  # once per file, not task
+    if skipped:
+        print(f"restore eval: {len(skipped)} benchmark image(s) skipped (not scored; the marked means are over the "
+              "rest):", file=sys.stderr)
+        for (bench, name), reason in skipped.items():
+            print(f"  {bench}/{name}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -14,6 +14,11 @@ BT.601 weights.
 Benchmarks live in one folder per dataset under the benchmark root: ``root`` if given, else the ``RESTORE_BENCHMARKS``
 environment variable, else ``../shared/benchmarks`` from the current directory, else ``../shared/benchmarks`` next
 to this repository's checkout. ``benchmark`` may also be a path to any folder of images (or one with ``HR/``).
+
+Bad benchmark input raises ``tasks.errors.InputError`` naming the file: an unreadable (zero-byte, truncated, not an
+image) file, or an image smaller than the protocol can score (SSIM's 11x11 window after the border crop). With
+``skip_unreadable=True`` (``restore eval`` does this) such images are skipped instead and listed in
+``EvalResult.skipped``, so the caller can report them and exit 1.
 """
 
 from __future__ import annotations
@@ -28,12 +33,15 @@ from typing import Any, Callable
 import torch
 
 from tasks import degradations
+from tasks.errors import InputError
 from tasks.imresize import imresize
 from tasks.io import list_images, read_image_raw, to_uint8
 from tasks.metrics import psnr, ssim
 from tasks.registry import Task, get_task
 
-__all__ = ["EvalResult", "benchmark_root", "list_benchmarks", "evaluate", "bicubic_baseline", "ENV_VAR"]
+__all__ = [
+    "EvalResult", "benchmark_root", "list_benchmarks", "evaluate", "bicubic_baseline", "check_device", "ENV_VAR",
+]
 
 ENV_VAR = "RESTORE_BENCHMARKS"
 _ALIASES = {"b100": "BSD100", "bsd100": "BSD100", "set5": "Set5", "set14": "Set14", "rain100h": "Rain100H"}
@@ -44,6 +52,8 @@ def benchmark_root(root: str | os.PathLike | None = None) -> Path:
     """The folder that holds the benchmark datasets (see the module docstring for the search order)."""
     if root is not None:
         path = Path(root).expanduser()
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"benchmark root {str(path)!r} is a file, not a folder of benchmark datasets")
         if not path.is_dir():
             raise FileNotFoundError(f"benchmark root {str(path)!r} does not exist")
         return path
@@ -101,6 +111,8 @@ class EvalResult:
         ssim: mean SSIM over the images.
         per_image: one ``{"name", "psnr", "ssim"}`` dict per image, in file-name order.
         protocol: how it was scored (y_channel, crop_border, round_y, lq source).
+        skipped: one ``{"name", "reason"}`` dict per image left out (only with ``skip_unreadable=True``); the
+            means are then over fewer images than the benchmark holds, which the caller must report.
     """
 
     benchmark: str
@@ -109,10 +121,32 @@ class EvalResult:
     ssim: float
     per_image: list[dict[str, Any]] = field(default_factory=list)
     protocol: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
+
+
+def check_device(device: str | torch.device | None, what: str = "device") -> torch.device | None:
+    """``device`` as a ``torch.device`` that exists here (None stays None); `InputError` naming ``what`` otherwise.
+
+    Checked before any model is loaded or image scored, so ``--device tpu9`` or ``cuda`` on a machine without a GPU
+    fails at once with the fix instead of after minutes of work (``restore.hub`` uses it for ``map_location``).
+    """
+    if device is None:
+        return None
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"{what} {device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"{what} {str(dev)!r}: no CUDA GPU is usable on this machine; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"{what} {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"{what} {str(dev)!r}: MPS is not available on this machine; use cpu")
+    return dev
 
 
 def bicubic_baseline(task: str | Task) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -181,8 +215,35 @@ def _to_gray(y: torch.Tensor) -> torch.Tensor:
     return g.round().clamp(0, 255).to(torch.uint8) if y.dtype == torch.uint8 else g.to(torch.float32)
 
 
-def _pairs(task: Task, folder: Path, noise_channel_order: str):
-    """Yield (name, lq float (1, C, h, w) in [0, 1] or unclipped, gt uint8/float (1, C, H, W)) and the lq source."""
+class _Skipped:
+    """An image of the benchmark that cannot be scored, with the reason (yielded by `_pairs` when skipping)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name, self.reason = name, reason
+
+
+def _min_side(task: Task) -> int:
+    """The smallest HR side the protocol can score: SSIM's 11x11 'valid' window after the border crop, and for SR
+    a side that is still that large after the mod-crop to a multiple of the scale."""
+    need = 2 * int(task.protocol.get("crop_border", 0)) + 11
+    s = task.scale
+    return -(-need // s) * s
+
+
+def _check_size(path: Path, gt: torch.Tensor, task: Task) -> None:
+    m = _min_side(task)
+    h, w = gt.shape[-2:]
+    if h < m or w < m:
+        raise InputError(
+            f"benchmark image {path} is {w}x{h} pixels, too small for {task.name}: the protocol needs at least "
+            f"{m}x{m} (SSIM's 11x11 window after cropping {task.protocol.get('crop_border', 0)} border pixels); "
+            "remove it from the benchmark folder"
+        )
+
+
+def _pairs(task: Task, folder: Path, noise_channel_order: str, skip: bool = False):
+    """Yield (name, lq float (1, C, h, w) in [0, 1] or unclipped, gt uint8/float (1, C, H, W), lq source) per image,
+    or a `_Skipped` for an image that cannot be read or scored when ``skip`` (else its `InputError` is raised)."""
     hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
     if task.kind == "derain" and (folder / "rainy").is_dir() and (folder / "norain").is_dir():
         rainy = {p.name: p for p in list_images(folder / "rainy")}
@@ -191,42 +252,72 @@ def _pairs(task: Task, folder: Path, noise_channel_order: str):
         if missing or not clean:
             raise ValueError(f"{folder}: rainy/ and norain/ must hold the same file names; unmatched: {missing[:5]}")
         for p in clean:
-            gt, lq = _load(p), _load(rainy[p.name])
+            try:
+                gt, lq = _load(p), _load(rainy[p.name])
+                _check_size(p, gt, task)
+            except InputError as err:
+                if not skip:
+                    raise
+                yield _Skipped(p.stem, str(err))
+                continue
             yield p.stem, _as_float(lq), gt, "rainy/"
         return
     files = list_images(hr_dir)
     if not files:
         raise ValueError(f"no images in {hr_dir} (looked for {', '.join(('.png', '.jpg', '.bmp', '.tif'))} files)")
     for p in files:
-        gt = _load(p)
-        if task.kind == "sr":
-            s = task.scale
-            h, w = gt.shape[-2:]
-            gt = gt[..., : h - h % s, : w - w % s]  # mod-crop: HR = LR size * scale
-            lr_files = sorted((folder / "LR_bicubic" / f"X{s}").glob(f"{p.stem}x{s}.*"))
-            if lr_files:
-                lq, source = _load(lr_files[0]), f"LR_bicubic/X{s}"
-                if tuple(lq.shape[-2:]) != (gt.shape[-2] // s, gt.shape[-1] // s):
-                    raise ValueError(
-                        f"{lr_files[0]} is {tuple(lq.shape[-2:])}, expected {(gt.shape[-2] // s, gt.shape[-1] // s)} "
-                        f"(HR {tuple(gt.shape[-2:])} mod-cropped by {s})"
-                    )
-            else:
-                lq, source = imresize(gt, 1.0 / s), "imresize"
-            yield p.stem, _as_float(lq), gt, source
-        elif task.kind == "denoise":
-            noisy = degradations.numpy_seed0_noise(_as_float(gt)[0], task.sigma, channel_order=noise_channel_order)
-            yield p.stem, noisy[None], gt, f"numpy seed 0 ({noise_channel_order})"
+        try:
+            item = _pair(task, folder, p, noise_channel_order)
+        except InputError as err:
+            if not skip:
+                raise
+            yield _Skipped(p.stem, str(err))
+            continue
+        yield item
+
+
+def _pair(task: Task, folder: Path, p: Path, noise_channel_order: str) -> tuple:
+    """One (name, lq, gt, lq source) of `_pairs` for the HR file ``p``."""
+    gt = _load(p)
+    _check_size(p, gt, task)
+    if task.kind == "sr":
+        s = task.scale
+        h, w = gt.shape[-2:]
+        gt = gt[..., : h - h % s, : w - w % s]  # mod-crop: HR = LR size * scale
+        lr_files = sorted((folder / "LR_bicubic" / f"X{s}").glob(f"{p.stem}x{s}.*"))
+        if lr_files:
+            lq, source = _load(lr_files[0]), f"LR_bicubic/X{s}"
+            if tuple(lq.shape[-2:]) != (gt.shape[-2] // s, gt.shape[-1] // s):
+                raise InputError(
+                    f"{lr_files[0]} is {tuple(lq.shape[-2:])}, expected {(gt.shape[-2] // s, gt.shape[-1] // s)} "
+                    f"(HR {tuple(gt.shape[-2:])} mod-cropped by {s})"
+                )
         else:
-            g = torch.Generator().manual_seed(0)
-            hr = _as_float(gt)
-            lq = degradations.add_rain(hr.expand(-1, 3, -1, -1) if hr.shape[1] == 1 else hr, task.rain, generator=g)
-            yield p.stem, lq[:, : hr.shape[1]], gt, f"synthetic rain ({task.rain}, seed 0)"
+            lq, source = imresize(gt, 1.0 / s), "imresize"
+        return p.stem, _as_float(lq), gt, source
+    if task.kind == "denoise":
+        noisy = degradations.numpy_seed0_noise(_as_float(gt)[0], task.sigma, channel_order=noise_channel_order)
+        return p.stem, noisy[None], gt, f"numpy seed 0 ({noise_channel_order})"
+    g = torch.Generator().manual_seed(0)
+    hr = _as_float(gt)
+    lq = degradations.add_rain(hr.expand(-1, 3, -1, -1) if hr.shape[1] == 1 else hr, task.rain, generator=g)
+    return p.stem, lq[:, : hr.shape[1]], gt, f"synthetic rain ({task.rain}, seed 0)"
 
 
 def _load(path: Path) -> torch.Tensor:
-    """(1, C, H, W): uint8 for 8-bit files (exact), float in [0, 1] for 16-bit ones."""
-    raw, peak = read_image_raw(path)
+    """(1, C, H, W): uint8 for 8-bit files (exact), float in [0, 1] for 16-bit ones; `InputError` naming an
+    unreadable file (zero bytes, truncated, not an image)."""
+    from PIL import Image
+
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"benchmark image {path} is empty (0 bytes); replace or remove it")
+    try:
+        raw, peak = read_image_raw(path)
+    except (FileNotFoundError, InputError):  # these name the file already
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # PIL's ways of saying "corrupt"
+        raise InputError(f"benchmark image {path} is not a readable image ({' '.join(str(err).split())}); "
+                         "replace or remove it") from err
     return raw.to(torch.uint8)[None] if peak == 255 else (raw.to(torch.float64) / peak).to(torch.float32)[None]
 
 
@@ -248,6 +339,7 @@ def evaluate(
     round_y: bool = False,
     noise_channel_order: str = "bgr",
     progress: bool = False,
+    skip_unreadable: bool = False,
 ) -> EvalResult:
     """Score a restorer on a benchmark with the field's protocol for ``task``.
 
@@ -265,24 +357,36 @@ def evaluate(
             bicubic tables to 0.015 dB (see tests/tasks/test_evaluate.py).
         noise_channel_order: "bgr" (SwinIR/KAIR/EDT) or "rgb" (Restormer) for the seed-0 denoising noise.
         progress: show a progress bar.
+        skip_unreadable: leave out images that cannot be read or are too small to score, listing them in
+            ``EvalResult.skipped`` (they count towards ``limit``); by default the first one raises `InputError`.
 
     Returns:
         An :class:`EvalResult` with mean and per-image PSNR/SSIM.
+
+    Raises:
+        tasks.errors.InputError: an unknown benchmark (the message lists the available ones), an unreadable or
+            too small image (naming the file and the minimum size), a bad ``limit`` or ``device``.
     """
     task = get_task(task) if isinstance(task, str) else task
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"limit must be an integer >= 1, got {limit!r}")
+    device = check_device(device)
     name, folder = _resolve_benchmark(benchmark, root)
     restorer, needs_channels = _make_restorer(model_or_callable, task, tile, overlap, ensemble, device)
     protocol = {**task.protocol, "round_y": round_y}
     per_image: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     sources: set[str] = set()
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    pairs = itertools.islice(_pairs(task, folder, noise_channel_order), limit)
+    pairs = itertools.islice(_pairs(task, folder, noise_channel_order, skip=skip_unreadable), limit)
     if progress:
         from tqdm import tqdm
 
         pairs = tqdm(pairs, desc=f"{name} {task.name}", unit="img")
-    for img_name, lq, gt, source in pairs:
+    for item in pairs:
+        if isinstance(item, _Skipped):
+            skipped.append({"name": item.name, "reason": item.reason})
+            continue
+        img_name, lq, gt, source = item
         sources.add(source)
         c = gt.shape[1]
         x = lq.expand(-1, 3, -1, -1).contiguous() if (c == 1 and needs_channels == 3) else lq
@@ -304,8 +408,11 @@ def evaluate(
         s = float(ssim(out, gt, **protocol)[0])
         per_image.append({"name": img_name, "psnr": p, "ssim": s})
     if not per_image:
-        raise ValueError(f"no images were evaluated in {folder}")
+        reasons = "; ".join(r["reason"] for r in skipped[:3])
+        raise InputError(f"no images were evaluated in {folder}" + (f": all were skipped ({reasons})" if skipped
+                                                                     else ""))
     protocol["lq"] = ", ".join(sorted(sources))
     mean_p = sum(r["psnr"] for r in per_image) / len(per_image)
     mean_s = sum(r["ssim"] for r in per_image) / len(per_image)
-    return EvalResult(name, task.name, mean_p if math.isfinite(mean_p) else float("inf"), mean_s, per_image, protocol)
+    return EvalResult(name, task.name, mean_p if math.isfinite(mean_p) else float("inf"), mean_s, per_image, protocol,
+                      skipped)

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
+from restore.families.base import arch_error, check_int, check_ints, check_number
 from restore.layers import PixelShuffleUpsample, init_transformer_weights
 from restore.registry import register_family, register_variant
 
@@ -88,20 +89,32 @@ class EDTArch:
     drop_path_rate: float = 0.1
 
     def __post_init__(self) -> None:
-        # JSON round trips turn tuples into lists; normalise so equality and hashing work
-        depths = tuple(int(d) for d in self.depths)
+        # JSON round trips turn tuples into lists; normalise so equality and hashing work. Every value is checked
+        # here, before a module is built (a config.json with window_size [0, 0] must not load and fail later).
+        depths = check_ints("edt", "depths", self.depths)
         heads = self.num_heads
-        heads = (int(heads),) * len(depths) if isinstance(heads, int) else tuple(int(h) for h in heads)
+        heads = (check_int("edt", "num_heads", heads),) * len(depths) if isinstance(heads, int) else (
+            check_ints("edt", "num_heads", heads))
         object.__setattr__(self, "depths", depths)
         object.__setattr__(self, "num_heads", heads)
-        object.__setattr__(self, "window_size", tuple(int(w) for w in self.window_size))
-        object.__setattr__(self, "rgb_mean", tuple(float(m) for m in self.rgb_mean))
+        object.__setattr__(self, "window_size", check_ints("edt", "window_size", self.window_size, length=2))
+        if not isinstance(self.rgb_mean, (list, tuple)) or len(self.rgb_mean) != 3:
+            raise arch_error("edt", "rgb_mean", self.rgb_mean, "3 numbers in [0, 1] (the RGB mean)")
+        object.__setattr__(self, "rgb_mean", tuple(check_number("edt", "rgb_mean", m, 0.0, 1.0, True, True)
+                                                   for m in self.rgb_mean))
+        for key in ("num_feat", "embed_dim", "in_chans"):
+            check_int("edt", key, getattr(self, key))
+        check_int("edt", "head_depth", self.head_depth, minimum=0)
+        check_number("edt", "mlp_ratio", self.mlp_ratio, 0.0)
+        check_number("edt", "img_range", self.img_range, 0.0)
+        check_number("edt", "drop_path_rate", self.drop_path_rate, 0.0, 1.0, low_inclusive=True)
+        if not isinstance(self.qkv_bias, bool):
+            raise arch_error("edt", "qkv_bias", self.qkv_bias, "true or false")
         if len(heads) != len(depths):
             raise ValueError(f"num_heads {heads} must have one entry per residual group (depths {depths})")
         if self.embed_dim % 2 or any((self.embed_dim // 2) % h for h in heads):
-            raise ValueError(
-                f"embed_dim {self.embed_dim} must be even and embed_dim/2 divisible by every num_heads {heads}"
-            )
+            raise arch_error("edt", "num_heads", list(heads), f"an even embed_dim (got {self.embed_dim}) with "
+                             "embed_dim/2 divisible by every head count (each attention half has embed_dim/2 channels)")
         if len(self.window_size) != 2:
             raise ValueError(f"window_size must be (short, long), got {self.window_size}")
         if self.upsampler not in ("pixelshuffle", "pixelshuffledirect"):

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from restore.families.base import arch_error, check_int, check_number
 from restore.families.swinir import DIV2K_MEAN
 from restore.layers import PixelShuffleUpsample
 from restore.registry import register_family, register_variant
@@ -57,6 +58,13 @@ def resolve_ipt_arch(arch: dict[str, Any]) -> dict[str, Any]:
         if key in arch and arch[key] != value:
             raise ValueError(f"ipt: {key}={arch[key]!r} is not supported (only the published {key}={value!r})")
     a = {**IPT_DEFAULTS, **{k: v for k, v in arch.items() if k in IPT_DEFAULTS}}
+    for key in ("patch_size", "patch_dim", "n_feats", "num_heads", "num_layers"):
+        check_int("ipt", key, a[key])
+    check_number("ipt", "rgb_range", a["rgb_range"], 0.0)
+    check_number("ipt", "dropout_rate", a["dropout_rate"], 0.0, 1.0, low_inclusive=True)
+    if (a["n_feats"] * a["patch_dim"] ** 2) % a["num_heads"]:
+        raise arch_error("ipt", "num_heads", a["num_heads"], f"a divisor of n_feats * patch_dim**2 = "
+                         f"{a['n_feats'] * a['patch_dim'] ** 2}")
     if a["patch_size"] % a["patch_dim"]:
         raise ValueError(f"ipt: patch_size {a['patch_size']} must be a multiple of patch_dim {a['patch_dim']}")
     return a

@@ -29,6 +29,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
 from tasks.registry import get_task
+from restore.families.base import arch_error, check_int, check_ints, check_number
 from restore.layers import PixelShuffleUpsample, init_transformer_weights
 from restore.registry import register_family, register_variant
 
@@ -87,10 +88,33 @@ def resolve_arch(arch: dict[str, Any], defaults: dict[str, Any], family: str) ->
     if arch.get("in_chans", 3) != 3:
         raise ValueError(f"{family}: only RGB models (in_chans=3) are supported, got in_chans={arch['in_chans']}")
     out = {**defaults, **{k: v for k, v in arch.items() if k in defaults}}
-    for key in ("depths", "num_heads"):
-        if key in out:
-            out[key] = tuple(int(v) for v in out[key])
+    _check_window_arch(out, family)
     return out
+
+
+def _check_window_arch(a: dict[str, Any], family: str) -> None:
+    """Check the values of a resolved SwinIR/HAT arch (in place: depths/num_heads become tuples), before any
+    module is built, so ``window_size: 0`` or heads that do not divide ``embed_dim`` name the key."""
+    a["depths"] = check_ints(family, "depths", a["depths"])
+    heads = a["num_heads"]
+    a["num_heads"] = (check_int(family, "num_heads", heads),) * len(a["depths"]) if isinstance(heads, int) else (
+        check_ints(family, "num_heads", heads, length=len(a["depths"])))
+    dim = check_int(family, "embed_dim", a["embed_dim"])
+    if any(dim % h for h in a["num_heads"]):
+        raise arch_error(family, "num_heads", list(a["num_heads"]), f"head counts that divide embed_dim={dim}")
+    check_int(family, "window_size", a["window_size"])
+    check_int(family, "num_feat", a["num_feat"])
+    for key in ("mlp_ratio", "img_range"):
+        check_number(family, key, a[key], 0.0)
+    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        check_number(family, key, a[key], 0.0, 1.0, low_inclusive=True)
+    if a["qk_scale"] is not None:
+        check_number(family, "qk_scale", a["qk_scale"], 0.0)
+    for key in ("compress_ratio", "squeeze_factor"):  # HAT only
+        if key in a:
+            check_number(family, key, a[key], 0.0)
+    if "overlap_ratio" in a:
+        check_number(family, "overlap_ratio", a["overlap_ratio"], 0.0, low_inclusive=True)
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
