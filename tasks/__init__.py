@@ -3,11 +3,12 @@
     import tasks
     task = tasks.get_task("sr_x4")                  # .scale, .degrade(hr, generator), .protocol
     lr = tasks.imresize(hr, 1 / 4)                  # MATLAB imresize bicubic, batched torch
+    lq = tasks.get_task("realsr_x4").degrade(hr, g) # Real-ESRGAN / BSRGAN blind pipelines (tasks.blind)
     tasks.psnr(sr, hr, crop_border=4, y_channel=True)
     result = tasks.evaluate(model_or_callable, "Set5", "sr_x4")   # .psnr .ssim .per_image
 """
 
-from tasks import degradations
+from tasks import blind, degradations
 from tasks.evaluate import EvalResult, benchmark_root, evaluate, list_benchmarks
 from tasks.imresize import imresize
 from tasks.io import read_image, save_image
@@ -19,6 +20,7 @@ __all__ = [
     "EvalResult",
     "Task",
     "benchmark_root",
+    "blind",
     "degradations",
     "evaluate",
     "get_task",

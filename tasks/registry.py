@@ -2,7 +2,8 @@
 
 A task name is the key of its head and tail in every checkpoint, so a name never changes meaning.
 Names: ``sr_x<s>`` (bicubic super-resolution), ``denoise_g<sigma>`` (colour Gaussian noise, sigma on the 0-255
-scale), ``derain`` / ``derain_light`` / ``derain_heavy`` (synthetic rain streaks).
+scale), ``derain`` / ``derain_light`` / ``derain_heavy`` (synthetic rain streaks), ``realsr_x2`` / ``realsr_x4``
+(Real-ESRGAN second-order blind degradation) and ``bsrgan_x4`` (BSRGAN shuffled degradation): ``tasks.blind``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ COMMON_TASKS = (
     "sr_x2", "sr_x3", "sr_x4", "sr_x8",
     "denoise_g15", "denoise_g25", "denoise_g30", "denoise_g50",
     "derain", "derain_light", "derain_heavy",
+    "realsr_x2", "realsr_x4", "bsrgan_x4",
 )
 
 _SR = re.compile(r"sr_x([1-9][0-9]*)")
 _DENOISE = re.compile(r"denoise_g([1-9][0-9]*)")
 _RAIN_LEVELS = {"derain": "mixed", "derain_light": "light", "derain_heavy": "heavy"}
+# blind SR: kind "sr" (the models build the same heads and tails), the LQ from a blind pipeline of tasks.blind
+_BLIND = {"realsr_x2": ("realesrgan", 2), "realsr_x4": ("realesrgan", 4), "bsrgan_x4": ("bsrgan", 4)}
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Task:
         scale: output size over input size (1 for denoising and deraining).
         sigma: noise level on the 0-255 scale for denoising tasks, else None.
         rain: ``"light"``, ``"heavy"`` or ``"mixed"`` for deraining tasks, else None.
+        pipeline: ``"realesrgan"`` or ``"bsrgan"`` for blind SR tasks (``tasks.blind``), else None (bicubic SR).
         y_channel: evaluation protocol: score on the Y channel (True) or RGB (False).
         crop_border: evaluation protocol: pixels cropped at each border before scoring.
     """
@@ -44,6 +49,7 @@ class Task:
     scale: int = 1
     sigma: float | None = None
     rain: str | None = None
+    pipeline: str | None = None
     y_channel: bool = True
     crop_border: int = 0
 
@@ -52,10 +58,15 @@ class Task:
 
         SR: MATLAB bicubic, rounded to uint8 levels after each pass like the official LR files (the models train on
         the kind of LR they are scored on). Denoising: float Gaussian noise, not clipped. Deraining: synthetic rain
-        (``tasks.degradations``). Pass a ``torch.Generator`` for reproducible noise and rain.
+        (``tasks.degradations``). Blind SR: the Real-ESRGAN or BSRGAN pipeline (``tasks.blind``), one parameter
+        draw per image. Pass a ``torch.Generator`` for reproducible noise, rain and blind degradations.
         """
         from tasks import degradations  # late: degradations imports the registry's users
 
+        if self.pipeline is not None:
+            from tasks import blind
+
+            return blind.degrade(hr, self.pipeline, self.scale, generator=generator)
         if self.kind == "sr":
             return degradations.bicubic_downscale(hr, self.scale)
         if self.kind == "denoise":
@@ -81,9 +92,12 @@ def get_task(name: str) -> Task:
         return Task(name=name, kind="denoise", sigma=float(m.group(1)), y_channel=False, crop_border=0)
     if name in _RAIN_LEVELS:
         return Task(name=name, kind="derain", rain=_RAIN_LEVELS[name], y_channel=True, crop_border=0)
+    if name in _BLIND:
+        pipeline, s = _BLIND[name]
+        return Task(name=name, kind="sr", scale=s, pipeline=pipeline, y_channel=True, crop_border=s)
     raise ValueError(
         f"unknown task {name!r}; valid tasks are sr_x<scale> (e.g. sr_x2), denoise_g<sigma> (e.g. denoise_g25), "
-        f"derain, derain_light, derain_heavy. Common ones: {', '.join(COMMON_TASKS)}"
+        f"derain, derain_light, derain_heavy, {', '.join(_BLIND)}. Common ones: {', '.join(COMMON_TASKS)}"
     )
 
 
