@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-export DS_ACCELERATOR ?= cpu
+# DeepSpeed's accelerator: cuda where an NVIDIA GPU is visible, else cpu (a GPU host must not train on its CPU)
+export DS_ACCELERATOR ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 
 .PHONY: install test test-fast demo bench clean
 

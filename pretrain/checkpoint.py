@@ -150,7 +150,7 @@ def load_checkpoint(trainer, path: str | Path, *, rank: int) -> dict[str, Any]:
     if trainer.ema is not None:
         ema_file = path / "ema.safetensors"
         if ema_file.exists():
-            trainer.ema.shadow = load_file(str(ema_file))
+            trainer.ema.load_state_dict(load_file(str(ema_file)))  # onto the live shadow's device, not the CPU
         else:
             log.warning("%s has no EMA weights; the EMA restarts from the current weights", path)
     rank_file = path / f"rank-{rank}.json"

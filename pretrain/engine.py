@@ -4,9 +4,16 @@
 - ``torch.optim.AdamW`` is passed in with ``zero_allow_untested_optimizer``: DeepSpeed's own ``"Adam"`` JIT-builds
   ``fused_adam`` even on CPU (ECOSYSTEM.md section 3).
 - Schedules: linear warm-up, then cosine to ``min_lr`` or step decay at milestones (the EDT/HAT schedules).
-- Activation checkpointing wraps each block of the body's ``nn.ModuleList``s in non-reentrant
-  ``torch.utils.checkpoint`` from the outside, so the model code knows nothing of it and its parameter names do
-  not change (checkpoints stay loadable either way).
+- Activation checkpointing wraps the body's blocks (the elements of its outermost ``nn.ModuleList``s, or what the
+  body lists in ``checkpoint_blocks()``) in non-reentrant ``torch.utils.checkpoint`` from the outside, so the model
+  code knows nothing of it and its parameter names do not change (checkpoints stay loadable either way). One level
+  only: a checkpointed block inside a checkpointed group would run its forward three times per step.
+- bf16: gradients are reduced across ranks in fp32 (``communication_data_type``); a bf16 sum over many ranks
+  loses the small gradients' low bits before the fp32 master weights ever see them.
+- The step keeps its losses as device tensors (a ``float()`` per task per micro-step would synchronise the GPU);
+  the loop converts them at log steps only.
+- EMA: kept in fp32 on the engine's device, updated with one fused ``_foreach_lerp_`` from the optimizer's fp32
+  master weights (under bf16 the module holds bf16 copies; `fp32_master_weights`).
 - Losses: L1 per task, weighted and summed (EDT sums over tasks); IPT's supervised contrastive term (Khosla et
   al. 2020, as in IPT's MindSpore ``src/loss.py``: temperature 0.07, weight 0.1) on the body's output features,
   where patches cut from the same image are positives.
@@ -25,7 +32,10 @@ from torch import nn
 from pretrain.data import StepData
 from pretrain.recipes import Recipe
 
-__all__ = ["build_ds_config", "lr_lambda", "EMA", "enable_activation_checkpointing", "Trainer", "MultiTask", "unwrap_state_dict", "supcon_loss"]
+__all__ = [
+    "build_ds_config", "lr_lambda", "EMA", "fp32_master_weights", "enable_activation_checkpointing",
+    "checkpoint_blocks", "Trainer", "MultiTask", "unwrap_state_dict", "supcon_loss",
+]
 
 
 def build_ds_config(recipe: Recipe, micro_batch: int, world_size: int) -> dict[str, Any]:
@@ -46,6 +56,7 @@ def build_ds_config(recipe: Recipe, micro_batch: int, world_size: int) -> dict[s
         cfg["gradient_clipping"] = recipe.grad_clip
     if recipe.precision == "bf16":
         cfg["bf16"] = {"enabled": True}
+        cfg["communication_data_type"] = "fp32"  # DeepSpeed's default for bf16 is bf16 all-reduce/reduce-scatter
     elif recipe.precision == "fp16":
         cfg["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}  # dynamic loss scaling (IPT)
     return cfg
@@ -68,41 +79,104 @@ def lr_lambda(recipe: Recipe):
 
 
 class EMA:
-    """Exponential moving average of the weights (fp32), as BasicSR's ``model_ema(decay=0.999)``."""
+    """Exponential moving average of the weights (fp32, on the model's device), as BasicSR's
+    ``model_ema(decay=0.999)``."""
 
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, model: nn.Module, decay: float, weights: dict[str, torch.Tensor] | None = None):
         self.decay = decay
-        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+        state = {**model.state_dict(), **(weights or {})}  # ``weights``: as in `update`
+        self.shadow = {k: v.detach().float().clone() for k, v in state.items()}
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
-            else:
+    def update(self, model: nn.Module, weights: dict[str, torch.Tensor] | None = None) -> None:
+        """shadow <- decay * shadow + (1 - decay) * weights, as one fused ``_foreach_lerp_`` over all tensors.
+
+        ``weights`` (e.g. `fp32_master_weights`) replace the model's own tensors of those names: under bf16 the
+        module holds bf16 copies of the optimizer's fp32 masters, and an EMA of those would average rounding steps.
+        """
+        state = {**model.state_dict(), **(weights or {})}
+        floats = [k for k, v in state.items() if v.dtype.is_floating_point]
+        if floats:
+            torch._foreach_lerp_([self.shadow[k] for k in floats], [state[k].detach().float() for k in floats],
+                                 1 - self.decay)
+        for k, v in state.items():
+            if not v.dtype.is_floating_point:
                 self.shadow[k].copy_(v)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Take saved EMA weights, onto the device and dtype of the live shadow (a file loads onto the CPU; the
+        next `update` would otherwise mix CPU and CUDA tensors)."""
+        missing, unexpected = sorted(set(self.shadow) - set(state)), sorted(set(state) - set(self.shadow))
+        if missing or unexpected:
+            raise ValueError(f"the saved EMA weights do not fit this model: missing {missing[:8]}, "
+                             f"unexpected {unexpected[:8]}; resume without EMA (ema=0) or from a matching run")
+        self.shadow = {k: state[k].to(device=v.device, dtype=v.dtype) for k, v in self.shadow.items()}
+
+
+def fp32_master_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The optimizer's fp32 master copy of every parameter of a DeepSpeed bf16/fp16 module, or None when the
+    module's parameters are the masters (fp32, no ZeRO mapping).
+
+    ZeRO-1/2 and DeepSpeed's bf16 optimizer keep each rank's slice of the flat fp32 masters (``_hp_mapping``);
+    the slices are laid into one flat buffer and summed over the data-parallel group in one all-reduce (the
+    per-parameter ``safe_get_full_fp32_param`` would issue one collective per tensor). Collective: every rank
+    calls it.
+    """
+    import torch.distributed as dist
+
+    params = [(n, p) for n, p in module.named_parameters() if hasattr(p, "_hp_mapping")]
+    if not params or all(p.dtype == torch.float32 for _n, p in params):
+        return None
+    flat = torch.zeros(sum(p.numel() for _n, p in params), dtype=torch.float32, device=params[0][1].device)
+    out, offset = {}, 0
+    for name, p in params:
+        view = flat.narrow(0, offset, p.numel())
+        if p._hp_mapping is not None:  # None: this rank holds no slice of this parameter
+            address = p._hp_mapping.lp_fragment_address
+            view.narrow(0, address.start, address.numel).copy_(p._hp_mapping.get_hp_fragment())
+        out[name] = view.view(p.shape)
+        offset += p.numel()
+    if dist.is_initialized():
+        dist.all_reduce(flat, group=params[0][1]._dp_group)
+    return out
+
+
+def checkpoint_blocks(body: nn.Module) -> list[nn.Module]:
+    """The modules activation checkpointing wraps: ``body.checkpoint_blocks()`` when the family declares them,
+    else the elements of the body's outermost ``nn.ModuleList``s (the groups; lists nested in them are left)."""
+    if hasattr(body, "checkpoint_blocks"):
+        return list(body.checkpoint_blocks())
+    blocks: list[nn.Module] = []
+
+    def visit(module: nn.Module) -> None:
+        for child in module.children():
+            if isinstance(child, nn.ModuleList):
+                blocks.extend(child)  # not descended into: one checkpoint level
+            else:
+                visit(child)
+
+    visit(body)
+    return blocks
 
 
 def enable_activation_checkpointing(model: nn.Module) -> int:
-    """Recompute each body block in the backward pass. Returns the number of blocks wrapped."""
+    """Recompute each body block (`checkpoint_blocks`) in the backward pass. Returns the number of blocks wrapped."""
     from torch.utils.checkpoint import checkpoint
 
     wrapped = 0
-    for module in model.body.modules():
-        if isinstance(module, nn.ModuleList):
-            for block in module:
-                if getattr(block, "_ckpt_wrapped", False):
-                    continue
-                inner = block.forward
+    for block in checkpoint_blocks(model.body):
+        if getattr(block, "_ckpt_wrapped", False):
+            continue
+        inner = block.forward
 
-                def forward(*args, _inner=inner, **kwargs):
-                    if not torch.is_grad_enabled():
-                        return _inner(*args, **kwargs)
-                    return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+        def forward(*args, _inner=inner, **kwargs):
+            if not torch.is_grad_enabled():
+                return _inner(*args, **kwargs)
+            return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
 
-                block.forward = forward  # an instance attribute: parameter names stay the same
-                block._ckpt_wrapped = True
-                wrapped += 1
+        block.forward = forward  # an instance attribute: parameter names stay the same
+        block._ckpt_wrapped = True
+        wrapped += 1
     return wrapped
 
 
@@ -153,9 +227,21 @@ def unwrap_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 @dataclass
 class StepResult:
-    loss: float
-    task_losses: dict[str, float]
+    """One optimizer step's mean losses, as 0-d fp32 tensors on the engine's device (``float()`` them to read)."""
+
+    loss: torch.Tensor
+    task_losses: dict[str, torch.Tensor]
     images: int
+
+
+def _keeper(store: list[torch.Tensor]):
+    """A forward hook appending the module's output to ``store``: a plain closure over a list, not a bound method
+    of the trainer, so a copy of the model never drags the trainer (and its engine) along."""
+
+    def keep(_module, _inputs, output) -> None:
+        store.append(output)
+
+    return keep
 
 
 class Trainer:
@@ -185,10 +271,15 @@ class Trainer:
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=MultiTask(model), optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config
         )
-        self.ema = EMA(self.module, recipe.ema) if recipe.ema > 0 else None
-        self._body_out: torch.Tensor | None = None
+        # explicit: every tensor of ours (inputs, loss sums, the loop's all-reduces) goes here; nccl takes CUDA only
+        self.device = torch.device(self.engine.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # training shapes are fixed per task: tune each conv once
+        self.ema = EMA(self.module, recipe.ema, fp32_master_weights(self.module)) if recipe.ema > 0 else None
+        # every body pass of the micro-step (forward_multi runs one per group of equal feature shape)
+        self._body_outs: list[torch.Tensor] = []
         if recipe.contrastive_weight > 0:
-            self.module.body.register_forward_hook(self._keep_body_output)
+            self.module.body.register_forward_hook(_keeper(self._body_outs))
 
     @property
     def module(self) -> nn.Module:
@@ -199,45 +290,41 @@ class Trainer:
     def dtype(self) -> torch.dtype:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.recipe.precision, torch.float32)
 
-    @property
-    def device(self) -> torch.device:
-        return self.engine.device
-
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
-
-    def _keep_body_output(self, _module, _inputs, output) -> None:
-        self._body_out = output
 
     def losses(self, data: StepData) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted loss of one micro-batch and the plain L1 of each task in it."""
         r = self.recipe
-        inputs = {t: b.lq.to(self.device, self.dtype) for t, b in data.batches.items()}
-        targets = {t: b.gt.to(self.device) for t, b in data.batches.items()}
-        self._body_out = None
+        # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches (StepData.pin_memory)
+        inputs = {t: b.lq.to(self.device, self.dtype, non_blocking=True) for t, b in data.batches.items()}
+        targets = {t: b.gt.to(self.device, non_blocking=True) for t, b in data.batches.items()}
+        self._body_outs.clear()
         outputs = self.engine(inputs)
         per_task = {t: F.l1_loss(outputs[t].float(), targets[t]) for t in outputs}
         total = sum(r.weight(t) * l for t, l in per_task.items())
-        if r.contrastive_weight > 0 and self._body_out is not None:
-            feats, labels = _patch_features(self._body_out)
-            per_task["contrastive"] = supcon_loss(feats, labels)
+        if r.contrastive_weight > 0 and self._body_outs:
+            # patches of one image are positives within a body pass; each pass (task group) is its own problem
+            terms = [supcon_loss(*_patch_features(feat)) for feat in self._body_outs]
+            per_task["contrastive"] = torch.stack(terms).mean()
             total = total + r.contrastive_weight * per_task["contrastive"]
+        self._body_outs.clear()  # the features belong to this micro-step's graph only
         return total, per_task
 
     def step(self, micro_batches: list[StepData]) -> StepResult:
         """One optimizer step: forward/backward over each micro-batch, then the optimizer and EMA update."""
         self.engine.train()
-        sums: dict[str, float] = {}
-        total_loss, images = 0.0, 0
+        sums: dict[str, torch.Tensor] = {}
+        total_loss, images = torch.zeros((), device=self.device), 0
         for data in micro_batches:
             loss, per_task = self.losses(data)
             self.engine.backward(loss)
             self.engine.step()  # DeepSpeed steps the optimizer and scheduler only at the accumulation boundary
-            total_loss += float(loss.detach())
+            total_loss = total_loss + loss.detach().float()
             for t, v in per_task.items():
-                sums[t] = sums.get(t, 0.0) + float(v.detach())
+                sums[t] = sums.get(t, 0.0) + v.detach().float()
             images += data.images
         if self.ema is not None:
-            self.ema.update(self.module)
+            self.ema.update(self.module, fp32_master_weights(self.module))
         n = len(micro_batches)
         return StepResult(total_loss / n, {t: v / n for t, v in sums.items()}, images)

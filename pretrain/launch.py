@@ -1,7 +1,12 @@
-"""Process setup for DeepSpeed runs: plain ``python``/``pretrain run`` (one rank), ``deepspeed`` and ``torchrun``.
+"""Process setup for DeepSpeed runs: plain ``python``/``pretrain run`` (one rank), ``deepspeed``, ``torchrun``,
+``srun`` (SLURM) and ``mpirun`` (OpenMPI).
 
 - Without a launcher, DeepSpeed needs all of RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, or it
   falls back to MPI discovery and fails (ECOSYSTEM.md section 3); `setup_single_rank_env` sets them.
+- ``srun`` and ``mpirun`` start every process themselves and say who is who in their own variables
+  (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID, OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK); `rendezvous_env` maps them
+  onto the torch names. Read naively, each process would become rank 0 of a one-process world: N copies of the
+  same run writing the same checkpoints. An MPI launcher we cannot read (MPICH/Intel MPI's PMI_*) is refused.
 - On the CPU accelerator every dist init JIT-builds DeepSpeed's ``deepspeed_shm_comm`` op with g++ (about a
   minute cold); it only serves ``inference_all_reduce``, so `skip_shm_op_build` replaces the builder with a no-op.
   The module must be fetched with ``importlib.import_module``: ``import deepspeed.comm.torch as m`` binds
@@ -14,8 +19,14 @@ import importlib
 import os
 import socket
 from dataclasses import dataclass
+from typing import Mapping
 
-__all__ = ["DistInfo", "setup_single_rank_env", "skip_shm_op_build", "free_port", "dist_info", "init_distributed"]
+from tasks.errors import InputError
+
+__all__ = [
+    "DistInfo", "setup_single_rank_env", "rendezvous_env", "skip_shm_op_build", "free_port", "dist_info",
+    "init_distributed", "cuda_device_index", "DEFAULT_MASTER_PORT",
+]
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,7 @@ class DistInfo:
 
 
 _OWN_PORT = "RESTORE_CHOSE_MASTER_PORT"
+DEFAULT_MASTER_PORT = "29500"  # torchrun's default: every rank of an srun/mpirun world must agree without talking
 
 
 def free_port() -> int:
@@ -35,22 +47,72 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def rendezvous_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The torch rendezvous variables to add to ``env`` so that this process knows its place (pure function).
+
+    - RANK and WORLD_SIZE already set (``deepspeed``, ``torchrun``): nothing.
+    - inside an ``srun`` step (SLURM_STEP_ID set): RANK=SLURM_PROCID, WORLD_SIZE=SLURM_STEP_NUM_TASKS (or
+      SLURM_NTASKS), LOCAL_RANK=SLURM_LOCALID, MASTER_ADDR from the environment or SLURM_LAUNCH_NODE_IPADDR.
+      (A batch script's own shell has SLURM_NTASKS but no step id: there it is a plain single process.)
+    - under OpenMPI's ``mpirun``: OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK; MASTER_ADDR must be set (``mpirun -x
+      MASTER_ADDR=<rank 0's host>``) unless all ranks are on this node.
+    - MASTER_PORT defaults to 29500 for both; a plain process (no launcher) gets rank 0 of 1 on a free port.
+
+    Raises `InputError` for a multi-process launch it cannot place (no MASTER_ADDR, MPICH/Intel MPI variables).
+    """
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return {}
+    if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
+        world = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or "1"
+        if int(world) > 1:
+            addr = env.get("MASTER_ADDR") or env.get("SLURM_LAUNCH_NODE_IPADDR")
+            if not addr:
+                raise InputError(
+                    f"srun started {world} tasks but neither MASTER_ADDR nor SLURM_LAUNCH_NODE_IPADDR is set: "
+                    "export MASTER_ADDR=<the first node's address> before srun"
+                )
+            return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": world, "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+                    "MASTER_ADDR": addr, "MASTER_PORT": env.get("MASTER_PORT", DEFAULT_MASTER_PORT)}
+    if "OMPI_COMM_WORLD_RANK" in env:
+        world = env.get("OMPI_COMM_WORLD_SIZE", "1")
+        if int(world) > 1:
+            one_node = env.get("OMPI_COMM_WORLD_LOCAL_SIZE") == world
+            addr = env.get("MASTER_ADDR") or ("127.0.0.1" if one_node else "")
+            if not addr:
+                raise InputError(
+                    f"mpirun started {world} ranks on several nodes but MASTER_ADDR is not set: pass "
+                    "`mpirun -x MASTER_ADDR=<rank 0's host> -x MASTER_PORT=29500 ...`"
+                )
+            return {"RANK": env["OMPI_COMM_WORLD_RANK"], "WORLD_SIZE": world,
+                    "LOCAL_RANK": env.get("OMPI_COMM_WORLD_LOCAL_RANK", "0"),
+                    "MASTER_ADDR": addr, "MASTER_PORT": env.get("MASTER_PORT", DEFAULT_MASTER_PORT)}
+    for size_var in ("PMI_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        if int(env.get(size_var, "1") or "1") > 1:
+            raise InputError(
+                f"{size_var}={env[size_var]}: an MPI launcher this program cannot read started several processes; "
+                "set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT per process, or launch with "
+                "deepspeed, torchrun, srun or OpenMPI's mpirun"
+            )
+    out = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": env.get("MASTER_ADDR", "127.0.0.1")}
+    if "MASTER_PORT" not in env:
+        out["MASTER_PORT"] = str(free_port())
+        out[_OWN_PORT] = "1"  # ours to change if another process takes it before we bind
+    return out
+
+
 def setup_single_rank_env(local_rank: int | None = None) -> bool:
-    """Fill in the rendezvous variables of a one-process run when no launcher did. Returns True if it did.
+    """Fill in the rendezvous variables when no launcher set RANK/WORLD_SIZE (`rendezvous_env`). Returns True if
+    it changed anything.
 
     Under ``deepspeed`` or ``torchrun`` (RANK and WORLD_SIZE already set) nothing changes, except LOCAL_RANK taken
-    from a ``--local_rank`` argument when the launcher passed only that.
+    from a ``--local_rank`` argument when the launcher passed only that. Under ``srun``/``mpirun`` the launcher's
+    own variables are mapped; a plain process becomes rank 0 of a one-process world.
     """
     if local_rank is not None and "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(local_rank)
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return False
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    if "MASTER_PORT" not in os.environ:
-        os.environ["MASTER_PORT"] = str(free_port())
-        os.environ[_OWN_PORT] = "1"  # ours to change if another process takes it before we bind
-    return True
+    update = rendezvous_env(os.environ)
+    os.environ.update(update)
+    return bool(update)
 
 
 def skip_shm_op_build() -> None:
@@ -85,11 +147,28 @@ def init_distributed() -> DistInfo:
 
     info = dist_info()
     if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu":
-        torch.cuda.set_device(info.local_rank)
+        index = cuda_device_index(info.local_rank, torch.cuda.device_count())
+        if index != info.local_rank:  # DeepSpeed places its engine on cuda:LOCAL_RANK: make that the one GPU we see
+            os.environ["LOCAL_RANK"] = str(index)
+            info = DistInfo(info.rank, info.world_size, index)
+        torch.cuda.set_device(index)
         deepspeed.init_distributed(dist_backend="nccl")
     else:
         _init_gloo_retrying(deepspeed)
     return info
+
+
+def cuda_device_index(local_rank: int, visible: int) -> int:
+    """The CUDA device of this rank: its local rank, or 0 when the launcher gave each task one visible GPU
+    (``srun --gpus-per-task=1`` sets CUDA_VISIBLE_DEVICES per task, so every task sees its GPU as device 0)."""
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise InputError(
+        f"LOCAL_RANK={local_rank} but only {visible} CUDA devices are visible: start at most {visible} ranks per "
+        "node, or give each task its own GPU (srun --gpus-per-task=1)"
+    )
 
 
 def _init_gloo_retrying(deepspeed, attempts: int = 5) -> None:

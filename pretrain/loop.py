@@ -39,22 +39,28 @@ class LoopResult:
     seconds: float = 0.0
 
 
-def _all_reduce_mean(values: dict[str, float], world_size: int) -> dict[str, float]:
-    if world_size == 1 or not values:
-        return values
+def _gathered(values: dict[str, Any], device: torch.device) -> tuple[list[str], torch.Tensor]:
+    """The values (floats, ints or 0-d tensors on ``device``) summed over all ranks, as one float64 tensor on
+    ``device``: nccl reduces CUDA tensors only, and one stacked tensor is one collective and one host sync."""
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: float(v) / world_size for k, v in zip(keys, t)}
+    t = torch.stack([torch.as_tensor(values[k], dtype=torch.float64, device=device) for k in keys])
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return keys, t
 
 
-def _all_reduce_sum(values: dict[str, int], world_size: int) -> dict[str, int]:
-    if world_size == 1:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: int(v) for k, v in zip(keys, t)}
+def _all_reduce_mean(values: dict[str, Any], world_size: int, device: torch.device) -> dict[str, float]:
+    if not values:
+        return {}
+    keys, t = _gathered(values, device)
+    return {k: v / world_size for k, v in zip(keys, t.tolist())}
+
+
+def _all_reduce_sum(values: dict[str, int], world_size: int, device: torch.device) -> dict[str, int]:
+    if not values:
+        return {}
+    keys, t = _gathered(values, device)
+    return {k: int(v) for k, v in zip(keys, t.tolist())}
 
 
 def _skips(stream: Any) -> dict[str, int]:
@@ -105,7 +111,7 @@ def train_loop(
         result.step = step
 
         if step % r.log_every == 0 or step == end:
-            losses = _all_reduce_mean({k: v / count for k, v in sums.items()}, world_size)
+            losses = _all_reduce_mean({k: v / count for k, v in sums.items()}, world_size, trainer.device)
             rate = images_window * world_size / max(1e-9, time.time() - t_window)
             logger.log(step, {**losses, "lr": trainer.lr()}, images_per_s=rate)
             result.losses = losses
@@ -126,7 +132,7 @@ def train_loop(
             result.checkpoints.append(str(path))
             logger.event("checkpoint", step=step, path=str(path))
 
-    result.skips = _all_reduce_sum(_skips(stream), world_size)
+    result.skips = _all_reduce_sum(_skips(stream), world_size, trainer.device)
     result.seconds = round(time.time() - t_start, 2)
     if any(result.skips.values()):
         logger.event("skips", **result.skips)

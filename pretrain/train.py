@@ -22,10 +22,32 @@ from pretrain.loop import LoopResult, train_loop
 from pretrain.recipes import Recipe, recipe_from_dict
 from pretrain.telemetry import RunLogger
 
-__all__ = ["run_pretraining", "run_training", "benchmark_validator", "MODEL_KEYS"]
+__all__ = ["run_pretraining", "run_training", "benchmark_validator", "validation_model", "rank_seed",
+           "build_rank_model", "MODEL_KEYS"]
 
 log = logging.getLogger("pretrain.train")
 MODEL_KEYS = ("variant", "tasks", "arch")  # a resumed run must not change these: the checkpoint would not fit
+
+
+def validation_model(model: nn.Module) -> nn.Module:
+    """``model`` itself when it is fp32; otherwise a fresh fp32 `RestorationModel` rebuilt from its
+    ``config_dict()`` and its (gathered) weights, on its device.
+
+    Not ``copy.deepcopy``: the training module carries the activation-checkpointing wrappers (closures over the
+    original bf16 blocks, so the "copy" would run the bf16 weights) and forward hooks, which would copy whatever
+    they reference. The rebuild draws initial weights, so the RNG is forked: training's random stream is unchanged.
+    """
+    first = next(model.parameters())
+    if first.dtype == torch.float32:
+        return model
+    from restore.model import RestorationModel
+
+    cfg = model.config_dict()
+    with torch.random.fork_rng(devices=[]):
+        fresh = RestorationModel(cfg["variant"], tasks=list(cfg["tasks"]), arch=cfg["arch"],
+                                 format_version=cfg["format_version"])
+    fresh.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    return fresh.to(first.device).eval()
 
 
 def benchmark_validator(
@@ -37,12 +59,9 @@ def benchmark_validator(
     """
 
     def validate(step: int, model: nn.Module) -> dict[str, float]:
-        import copy
-
         from tasks import evaluate
 
-        if next(model.parameters()).dtype != torch.float32:  # bf16/fp16 engines: score a float copy
-            model = copy.deepcopy(model).float()
+        model = validation_model(model)  # bf16/fp16 engines: score a float copy
         out = {}
         for pair in pairs:
             task, bench = pair.split(":", 1)
@@ -55,6 +74,27 @@ def benchmark_validator(
         return out
 
     return validate
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of ``rank`` after model construction: distinct streams per rank (DropPath masks, dropout),
+    well mixed by NumPy's ``SeedSequence`` so that (seed, rank) and (seed + 1, rank - 1) do not collide."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def build_rank_model(recipe: Recipe, rank: int, model: nn.Module | None = None) -> nn.Module:
+    """The model of ``rank``: identical initial weights on every rank (seeded with ``recipe.seed``; ZeRO-3
+    partitions local copies), then the torch RNG (CPU and CUDA) reseeded per rank with `rank_seed`, so that
+    stochastic depth and dropout draw independent masks on each rank instead of the same ones."""
+    from restore.model import RestorationModel
+
+    torch.manual_seed(recipe.seed)
+    if model is None:
+        model = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
+    torch.manual_seed(rank_seed(recipe.seed, rank))
+    return model
 
 
 def run_pretraining(
@@ -84,8 +124,6 @@ def run_pretraining(
         stream_factory: ``(dist_info, saved_state) -> iterator of StepData with state_dict()``, replacing the
             shard stream (fine-tuning's paired data); ``saved_state`` is None on a fresh start.
     """
-    from restore.model import RestorationModel
-
     data = data or recipe.data
     if not data and stream_factory is None:
         raise ValueError("no training data: pass --data 'shards/train-{000000..000099}.tar' or set data=... ")
@@ -114,9 +152,7 @@ def run_pretraining(
                     f"asks for {getattr(recipe, key)!r}. Use another --out, or the same {key}."
                 )
 
-    torch.manual_seed(recipe.seed)  # identical initial weights on every rank (ZeRO-3 partitions local copies)
-    if model is None:
-        model = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
+    model = build_rank_model(recipe, info.rank, model)
     micro_batch = recipe.batch_size * (len(recipe.tasks) if recipe.mode == "edt" else 1)
     from pretrain.engine import Trainer  # late: imports deepspeed
 

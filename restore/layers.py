@@ -1,4 +1,5 @@
-"""Small helpers shared by the body families and the model: padding to a size multiple, cropping back.
+"""Small helpers shared by the body families and the model: padding to a size multiple, cropping back, and the
+window attention call that CUDA's fused SDPA kernels accept (`window_sdpa`).
 
 Reference: the test-time padding of the official EDT (`fenglinglwb/EDT`, `test_sample.py`) and SwinIR
 (`main_test_swinir.py`) repositories, which pad by mirroring the image; we pad only when a size is not already a
@@ -7,14 +8,18 @@ multiple (SwinIR PR #139 discusses the always-pad variant).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from contextvars import ContextVar
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
-__all__ = ["pad_amount", "reflect_pad", "pad_to_multiple", "crop_to"]
+__all__ = ["pad_amount", "reflect_pad", "pad_to_multiple", "crop_to", "window_sdpa", "fused_attention",
+           "use_fused_attention"]
 
 
 def pad_amount(size: int, multiple: int) -> int:
@@ -90,3 +95,92 @@ class PixelShuffleUpsample(nn.Sequential):
         else:
             raise ValueError(f"pixelshuffle upsampling supports scales 2^n and 3, got {scale}")
         super().__init__(*layers)
+
+
+# ------------------------------------------------------------------------------------------ window attention
+
+_FUSED_ATTENTION: ContextVar[bool | None] = ContextVar("restore_fused_attention", default=None)
+
+
+@contextlib.contextmanager
+def fused_attention(enabled: bool = True) -> Iterator[None]:
+    """Force the window attention of SwinIR/HAT/EDT onto the CUDA code path (`window_sdpa`, head dim padded) even
+    on CPU, or off it with ``enabled=False``; by default the path follows the tensors' device. For tests and
+    benchmarks: the CUDA path's layout logic is plain tensor code that runs anywhere."""
+    token = _FUSED_ATTENTION.set(enabled)
+    try:
+        yield
+    finally:
+        _FUSED_ATTENTION.reset(token)
+
+
+def use_fused_attention(x: torch.Tensor) -> bool:
+    """Whether window attention on ``x`` takes the CUDA (fused-kernel) path: on CUDA, unless `fused_attention`
+    says otherwise."""
+    forced = _FUSED_ATTENTION.get()
+    return x.is_cuda if forced is None else forced
+
+
+def window_sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    dropout_p: float = 0.0,
+    head_multiple: int = 8,
+) -> torch.Tensor:
+    """softmax(scale * q k^T + mask) v over windows, laid out for the fused SDPA kernels.
+
+    q: (B, nW, nH, Nq, d); k, v: (B, nW, nH, Nk, d); mask: additive, broadcastable to (nW, nH, Nq, Nk) as
+    (nW | 1, nH | 1, Nq, Nk) or (nH, Nq, Nk), or None. Returns (B, nW, nH, Nq, d).
+
+    CUDA's fused kernels (memory-efficient, cuDNN) take 4-D inputs only, and a head dim that is a multiple of 8;
+    anything else silently runs the "math" kernel, which materialises the attention matrix. So:
+
+    - windows and heads fold into 4-D so that the mask broadcasts over the batch, never copied per image: a mask
+      shared by the heads (EDT's shift mask) gives (B*nH, nW, N, d) with mask (1, nW, Nq, Nk); a mask shared by
+      the windows (Swin's position bias) gives (B*nW, nH, N, d) with mask (1, nH, Nq, Nk); a mask varying in both
+      (bias + shift mask) gives (B, nW*nH, N, d) with mask (1, nW*nH, Nq, Nk);
+    - the head dim is zero-padded to ``head_multiple`` (SwinIR/HAT 180/6 = 30, EDT 15): zeros add nothing to
+      q k^T and give zero output columns, which are cut off; ``scale`` is passed explicitly because SDPA's
+      default would use the padded size (0 = no padding).
+    """
+    b, nw, nh, nq, d = q.shape
+    nk = k.shape[-2]
+    if mask is not None and mask.ndim == 3:
+        mask = mask.unsqueeze(0)  # (1, nH, Nq, Nk)
+    if mask is not None and mask.shape[1] == 1 and nh > 1:
+        layout = "heads-in-batch"
+    elif mask is None or mask.shape[0] == 1:
+        layout = "windows-in-batch"
+    else:
+        layout = "windows-in-heads"
+
+    def fold(t: torch.Tensor) -> torch.Tensor:
+        n = t.shape[-2]
+        if layout == "heads-in-batch":
+            t = t.transpose(1, 2).reshape(b * nh, nw, n, d)
+        elif layout == "windows-in-batch":
+            t = t.reshape(b * nw, nh, n, d)
+        else:
+            t = t.reshape(b, nw * nh, n, d)
+        pad = (-d) % head_multiple if head_multiple else 0
+        return F.pad(t, (0, pad)) if pad else t
+
+    attn_mask = None
+    if mask is not None:
+        # contiguous: the position bias is a permuted view (last-dim stride nH); the fused kernels want stride 1
+        # there, and the mask is batch-independent, so the copy is small
+        mask = mask.to(q.dtype).contiguous()
+        if layout == "heads-in-batch":
+            attn_mask = mask[:, 0].expand(nw, nq, nk).unsqueeze(0)  # (1, nW, Nq, Nk)
+        elif layout == "windows-in-batch":
+            attn_mask = mask.expand(1, nh, nq, nk)
+        else:
+            attn_mask = mask.expand(nw, nh, nq, nk).reshape(1, nw * nh, nq, nk)
+    out = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=attn_mask, dropout_p=dropout_p,
+                                         scale=scale)[..., :d]
+    if layout == "heads-in-batch":
+        return out.reshape(b, nh, nw, nq, d).transpose(1, 2)
+    return out.reshape(b, nw, nh, nq, d)

@@ -52,7 +52,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from restore.families.base import arch_error, check_int, check_ints, check_number
-from restore.layers import PixelShuffleUpsample, init_transformer_weights
+from restore.layers import PixelShuffleUpsample, init_transformer_weights, use_fused_attention, window_sdpa
 from restore.registry import register_family, register_variant
 
 __all__ = ["EDTArch", "EDTBody", "EDTFamily", "CrossedWindowAttention", "EDTBlock"]
@@ -238,15 +238,15 @@ class CrossedWindowAttention(nn.Module):
         t = qkv.reshape(3, b, h // wh, wh, w // ww, ww, c).permute(0, 1, 2, 4, 3, 5, 6).reshape(3, -1, n, c)
         q, k, v = t.unbind(0)  # (B*nW, N, C)
         lepe = self.lepe(v.transpose(1, 2).reshape(-1, c, wh, ww)).flatten(2).transpose(1, 2)  # (B*nW, N, C)
-        q, k, v = (z.reshape(-1, n, nh, c // nh).transpose(1, 2) for z in (q, k, v))  # (B*nW, nh, N, hd)
-        if mask is not None:
-            n_win = mask.shape[0]
-            mask = mask.to(q.dtype).unsqueeze(1)  # (nW, 1, N, N)
-            if b > 1:
-                mask = mask.repeat(b, 1, 1, 1)  # windows are ordered batch-major
-            assert mask.shape[0] == q.shape[0], (mask.shape, q.shape, n_win)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B*nW, nh, N, hd)
-        out = out.transpose(1, 2).reshape(-1, n, c) + lepe
+        hd = c // nh
+        # (B, nW, nh, N, hd): windows are ordered batch-major
+        q, k, v = (z.reshape(b, -1, n, nh, hd).transpose(2, 3) for z in (q, k, v))
+        # the mask (nW, N, N) is shared by the heads and broadcast over the batch (no per-image copy); on CUDA the
+        # head dim (15 in EDT-B) is padded to 16 so that a fused kernel takes it, on CPU the unpadded 4-D call
+        # already meets the CPU kernel
+        out = window_sdpa(q, k, v, None if mask is None else mask.unsqueeze(1), hd**-0.5,
+                          head_multiple=8 if use_fused_attention(q) else 0)  # (B, nW, nh, N, hd)
+        out = out.transpose(2, 3).reshape(-1, n, c) + lepe
         # window reverse
         return out.reshape(b, h // wh, w // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 

@@ -8,7 +8,8 @@ map onto ours with a short rename table (`restore.convert`).
 Differences from the reference that do not change the numbers:
 - activations stay channels-last (B, H, W, C) inside the body instead of token sequences (B, H*W, C);
 - attention (`biased_attention`) is an explicit matmul-softmax-matmul with in-place bias and mask adds on CPU,
-  and `F.scaled_dot_product_attention` with a float ``attn_mask`` on CUDA. On CPU, SDPA with a float mask runs its
+  and `restore.layers.window_sdpa` (4-D, head dim padded to a multiple of 8, so that a fused kernel takes it) on
+  CUDA (`restore.layers.fused_attention` forces either path anywhere). On CPU, SDPA with a float mask runs its
   generic "math" path (plus a masked-row check, `_safe_softmax`), measured ~1.3x slower forward and backward than
   the explicit path for Swin's small windows (`tests/benchmarks/bench_inference.py`);
 - the relative position index is a non-persistent buffer computed once per window size, and the shift mask is
@@ -30,7 +31,7 @@ from torch import nn
 
 from tasks.registry import get_task
 from restore.families.base import arch_error, check_int, check_ints, check_number
-from restore.layers import PixelShuffleUpsample, init_transformer_weights
+from restore.layers import PixelShuffleUpsample, init_transformer_weights, use_fused_attention, window_sdpa
 from restore.registry import register_family, register_variant
 
 __all__ = [
@@ -217,15 +218,16 @@ def biased_attention(
     q: (B, nW, nH, Nq, d); k, v: (B, nW, nH, Nk, d); bias: (nH, Nq, Nk); shift_mask: (nW, Nq, Nk) or None.
     Returns (B, nW, nH, Nq, d).
 
-    On CUDA this is one `F.scaled_dot_product_attention` call (its memory-efficient kernel takes a float mask and
-    returns the bias gradient). On CPU SDPA falls back to its generic math path for a float mask, plus a scan for
+    On CUDA this is one `window_sdpa` call (the memory-efficient kernel takes a float mask and returns the bias
+    gradient; 5-D inputs or a head dim of 30 would send it to the math kernel). On CPU SDPA falls back to its
+    generic math path for a float mask, plus a scan for
     fully masked rows; the explicit form below is faster there, and it adds the bias and the mask in place into the
     logits (no (nW, nH, N, N) temporary), in the reference's order (scale q, q k^T, + bias, + mask); at inference
     the softmax also overwrites the logits.
     """
-    if q.is_cuda:
-        mask = bias if shift_mask is None else bias + shift_mask.unsqueeze(1)  # (nW, nH, Nq, Nk)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout_p, scale=scale)
+    if use_fused_attention(q):
+        mask = bias if shift_mask is None else bias + shift_mask.unsqueeze(1)  # (nH | nW, nH, Nq, Nk)
+        return window_sdpa(q, k, v, mask, scale, dropout_p)
     attn = (q * scale) @ k.transpose(-2, -1)  # (B, nW, nH, Nq, Nk); matmul's backward does not need its output
     attn.add_(bias)
     if shift_mask is not None:
