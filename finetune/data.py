@@ -468,6 +468,7 @@ class PairStream:
         self.loader = DataLoader(
             self.dataset, batch_size=None, sampler=itertools.count(self.step), num_workers=num_workers,
             persistent_workers=False, prefetch_factor=2 if num_workers else None,
+            pin_memory=torch.cuda.is_available(),  # StepData.pin_memory: overlapped non_blocking copies to the GPU
         )
         self._it: Iterator[StepData] | None = None
 
