@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Sequence
 
+from tasks.errors import at_least
+
 __all__ = ["main", "build_parser"]
 
 
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default=None, help="architecture for --init none (from scratch)")
     p.add_argument("--init-revision", default=None, help="Hub branch, tag or sha of --init")
     p.add_argument("--init-ema", action="store_true", help="start from a raw checkpoint's EMA weights")
-    p.add_argument("--val-limit", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--val-limit", type=at_least(1), default=None, metavar="N",
                    help="score only the first N images per benchmark (N >= 1)")
     p.add_argument("--benchmarks-root", default=None, help="folder holding the benchmarks (default: RESTORE_BENCHMARKS "
                    "or ../shared/benchmarks)")
@@ -48,17 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed adds it
     p.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     return p
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (``--val-limit 0`` would score nothing and pick the best from noise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _split_overrides(values: list[str] | None) -> tuple[list[str], list[str]]:

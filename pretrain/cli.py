@@ -13,27 +13,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from pretrain.recipes import Recipe
 
+from tasks.errors import at_least
+
 __all__ = ["main", "build_parser"]
-
-
-def _at_least(least: float, kind: type) -> Callable[[str], float]:
-    """An argparse type: ``kind(text)``, refused below ``least`` (``--maxcount 0`` would make no shard at all)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{text} is below {least}; give a value of at least {least}")
-        return value
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "refused (naming what changed) unless --force. Exit 1 when unreadable images were skipped.")
     s.add_argument("src", help="image folder or ImageNet-style class tree")
     s.add_argument("out_pattern", help="shard path pattern with one integer field, e.g. shards/train-%%06d.tar")
-    s.add_argument("--maxcount", type=_at_least(1, int), default=5000, help="most samples per shard (default 5000)")
-    s.add_argument("--maxsize", type=_at_least(1, float), default=1e9, help="most bytes per shard (default 1e9)")
-    s.add_argument("--workers", type=_at_least(1, int), default=None, help="parallel writers (default: all cores)")
+    s.add_argument("--maxcount", type=at_least(1), default=5000, help="most samples per shard (default 5000)")
+    s.add_argument("--maxsize", type=at_least(1, float), default=1e9, help="most bytes per shard (default 1e9)")
+    s.add_argument("--workers", type=at_least(1), default=None, help="parallel writers (default: all cores)")
     s.add_argument("--seed", type=int, default=0, help="shuffle seed (keep it for a resumable rerun)")
-    s.add_argument("--min-size", type=_at_least(0, int), default=0,
+    s.add_argument("--min-size", type=at_least(0), default=0,
                    help="leave out images whose shorter side is below this (listed, but not an error)")
     s.add_argument("--force", action="store_true",
                    help="rebuild from scratch when the source or options changed since the first run, removing "

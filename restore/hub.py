@@ -304,7 +304,7 @@ def _load_weights(path: Path, device: torch.device, fix: str) -> dict[str, torch
 
 def _check_device(map_location: str | torch.device) -> torch.device:
     """``map_location`` as a device that exists here, checked before anything is read or built."""
-    from tasks.evaluate import check_device  # the one device check of every command
+    from tasks.errors import check_device  # the one device check of every command
 
     return check_device(map_location, "map_location")
 

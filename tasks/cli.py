@@ -17,28 +17,12 @@ import os
 import sys
 from pathlib import Path
 
-from tasks.errors import InputError
+from tasks.errors import InputError, at_least, check_device
 from tasks.io import atomic_path
-from tasks.evaluate import ENV_VAR, EvalResult, _resolve_benchmark, bicubic_baseline, check_device, evaluate
+from tasks.evaluate import ENV_VAR, EvalResult, _resolve_benchmark, bicubic_baseline, evaluate
 from tasks.registry import get_task
 
 __all__ = ["eval_main", "build_parser", "markdown_table"]
-
-
-def _int_at_least(minimum: int):
-    """An argparse ``type``: an integer >= ``minimum`` (so ``--limit 0`` fails at parsing, naming the option)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"  # argparse names the type in its message
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,16 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", nargs="+", required=True, help="task name(s), e.g. sr_x4 denoise_g25 derain")
     p.add_argument("--benchmark", nargs="+", required=True, help="dataset names (e.g. Set5 Set14 B100) or folders")
     p.add_argument("--root", help=f"benchmark root (default: ${ENV_VAR}, then ../shared/benchmarks)")
-    p.add_argument("--tile", type=_int_at_least(1), default=None, help="tile size for inference (default: whole image)")
-    p.add_argument("--overlap", type=_int_at_least(0), default=32, help="tile overlap in pixels (default: 32)")
+    p.add_argument("--tile", type=at_least(1), default=None, help="tile size for inference (default: whole image)")
+    p.add_argument("--overlap", type=at_least(0), default=32, help="tile overlap in pixels (default: 32)")
     p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (flips and rotations)")
     p.add_argument("--device", default=None, help="torch device for the model, e.g. cuda or cpu")
-    p.add_argument("--limit", type=_int_at_least(1), default=None,
+    p.add_argument("--limit", type=at_least(1), default=None,
                    help="score only the first N images of each benchmark")
     p.add_argument("--round-y", action="store_true", help="round Y to uint8 before scoring (MATLAB style)")
     p.add_argument("--revision", default=None, help="Hub revision of --model")
     p.add_argument(
-        "--threads", type=_int_at_least(1), default=None,
+        "--threads", type=at_least(1), default=None,
         help="torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)",
     )
     p.add_argument("-o", "--output", help="write all results (with per-image scores) to this JSON file")

@@ -15,13 +15,19 @@ anywhere on the command line, or with ``RESTORE_DEBUG=1`` in the environment.
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
 import traceback
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
-    "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "InputError", "debug_enabled", "run_command",
+    "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "InputError", "at_least", "check_device",
+    "debug_enabled", "run_command",
 ]
 
 EXIT_OK = 0
@@ -74,3 +80,49 @@ def run_command(prog: str, main: Callable[[list[str]], int | None], argv: Sequen
             return EXIT_USAGE
         print(f"{prog}: failed: {type(err).__name__}: {_one_line(err)}{hint}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def at_least(minimum: float, kind: type = int) -> Callable[[str], float]:
+    """An argparse ``type``: ``kind(text)`` (finite), refused below ``minimum``, so that ``--tile 0`` or
+    ``--maxcount -1`` fail at parsing with a message naming the option instead of after the model loaded."""
+    what = f"{'an integer' if kind is int else 'a number'} >= {minimum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its own messages
+    return parse
+
+
+def check_device(device: "str | torch.device | None", what: str = "--device") -> "torch.device | None":
+    """``device`` as a ``torch.device`` that exists on this machine (None stays None), else an `InputError` naming
+    ``what`` and the fix: checked before any model loads, so ``--device tpu9`` or ``cuda`` without a GPU fails at
+    once instead of after minutes of work."""
+    import torch  # late: the error policy itself must not cost a torch import
+
+    if device is None:
+        return None
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"{what} {device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
+    usable = {
+        "cpu": lambda: True,
+        "cuda": torch.cuda.is_available,
+        "mps": lambda: torch.backends.mps.is_available(),
+        "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+    }
+    if dev.type not in usable:
+        raise InputError(f"{what} {str(dev)!r}: models run on cpu, cuda, mps or xpu, not {dev.type}")
+    if not usable[dev.type]():
+        raise InputError(f"{what} {str(dev)!r}: no {dev.type} device is usable on this machine; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"{what} {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                         f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return dev

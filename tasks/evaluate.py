@@ -33,14 +33,14 @@ from typing import Any, Callable
 import torch
 
 from tasks import degradations
-from tasks.errors import InputError
+from tasks.errors import InputError, check_device
 from tasks.imresize import imresize
 from tasks.io import list_images, read_image_raw, to_uint8
 from tasks.metrics import psnr, ssim
 from tasks.registry import Task, get_task
 
 __all__ = [
-    "EvalResult", "benchmark_root", "list_benchmarks", "evaluate", "bicubic_baseline", "check_device", "ENV_VAR",
+    "EvalResult", "benchmark_root", "list_benchmarks", "evaluate", "bicubic_baseline", "ENV_VAR",
 ]
 
 ENV_VAR = "RESTORE_BENCHMARKS"
@@ -126,27 +126,6 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
-
-
-def check_device(device: str | torch.device | None, what: str = "device") -> torch.device | None:
-    """``device`` as a ``torch.device`` that exists here (None stays None); `InputError` naming ``what`` otherwise.
-
-    Checked before any model is loaded or image scored, so ``--device tpu9`` or ``cuda`` on a machine without a GPU
-    fails at once with the fix instead of after minutes of work (``restore.hub`` uses it for ``map_location``).
-    """
-    if device is None:
-        return None
-    try:
-        dev = device if isinstance(device, torch.device) else torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InputError(f"{what} {device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"{what} {str(dev)!r}: no CUDA GPU is usable on this machine; use cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise InputError(f"{what} {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"{what} {str(dev)!r}: MPS is not available on this machine; use cpu")
-    return dev
 
 
 def bicubic_baseline(task: str | Task) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -370,7 +349,7 @@ def evaluate(
     task = get_task(task) if isinstance(task, str) else task
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InputError(f"limit must be an integer >= 1, got {limit!r}")
-    device = check_device(device)
+    device = check_device(device, "device")
     name, folder = _resolve_benchmark(benchmark, root)
     restorer, needs_channels = _make_restorer(model_or_callable, task, tile, overlap, ensemble, device)
     protocol = {**task.protocol, "round_y": round_y}

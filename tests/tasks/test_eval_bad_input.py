@@ -135,7 +135,7 @@ def test_output_and_device_are_checked_before_the_model_loads(root, tmp_path, co
         (["--device", "tpu9"], "not a torch device"),
     ]
     if not torch.cuda.is_available():
-        cases.append((["--device", "cuda"], "no CUDA GPU"))
+        cases.append((["--device", "cuda"], "no cuda device is usable"))
     for extra, words in cases:
         assert _eval("--model", corrupt_model, "--task", "sr_x2", "--benchmark", "Good", "--root", root, *extra) == 2
         err = capsys.readouterr().err
