@@ -70,7 +70,8 @@ def gloo():
     setup_single_rank_env()
     init_distributed()
     yield
-    dist.destroy_process_group()
+    # the group stays up, as after an in-process `pretrain run`: DeepSpeed caches its communication backend, so a
+    # destroyed default group would make a later in-process run of this session fail with "Group not registered"
     os.environ.clear()
     os.environ.update(saved)
 
