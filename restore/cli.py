@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import stat
 import sys
@@ -59,6 +60,24 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number such as 2.7, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number such as 2.7, got {text}")
+    return value
+
+
+def _size_wxh(text: str) -> tuple[int, int]:
+    """``WxH`` (e.g. 1920x1080) -> (H, W), the order the library takes sizes in."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT in pixels such as 1920x1080, got {text!r}")
+    return int(parts[1]), int(parts[0])
+
+
 def build_run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="restore run", description="Restore image files or folders with a model.")
     p.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
@@ -69,6 +88,10 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_positive_int, default=None, help="restore in tiles of about this many pixels")
     p.add_argument("--overlap", type=_non_negative_int, default=32, help="tile overlap in pixels (default 32)")
     p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (8x slower)")
+    p.add_argument("--scale", type=_positive_scale, default=None,
+                   help="--task sr_any only: output scale, any number (e.g. 2.7); output ceil(scale * size)")
+    p.add_argument("--size", type=_size_wxh, default=None, metavar="WxH",
+                   help="--task sr_any only: output size in pixels instead of --scale (e.g. 1920x1080)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="compute dtype: float32 (default), fp16, bf16")
     p.add_argument("--max-pixels", type=_positive_int, default=None,
@@ -341,6 +364,10 @@ def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, to
     from tasks.errors import InputError
     from tasks.io import load_image
 
+    if args.task == "sr_any" and (args.scale is None) == (args.size is None):
+        raise InputError("--task sr_any needs exactly one of --scale (e.g. --scale 2.7) or --size WxH")
+    if args.task != "sr_any" and (args.scale is not None or args.size is not None):
+        raise InputError(f"--scale and --size are for --task sr_any; {args.task} has a fixed scale: drop them")
     try:
         model = RestorationModel.from_pretrained(args.model, revision=args.revision, map_location=device)
     except (OSError, ValueError) as err:
@@ -369,7 +396,8 @@ def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, to
                 tqdm.write(f"note: {_show(loaded.note)}", file=sys.stderr)
             try:
                 out = restore_image(model, loaded.image, args.task, tile=args.tile, overlap=args.overlap,
-                                    ensemble=args.ensemble, device=device, dtype=args.dtype)
+                                    ensemble=args.ensemble, device=device, dtype=args.dtype,
+                                    scale=args.scale, size=args.size)
             except (FloatingPointError, ValueError) as err:
                 skip(src, str(err))
                 continue

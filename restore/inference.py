@@ -6,6 +6,11 @@ weighted by a separable window that is zero in a margin along inner tile borders
 and rises with a raised-cosine ramp across the rest of the overlap; the weights of neighbouring tiles sum to one,
 and outputs accumulate tile by tile into one preallocated buffer, so peak memory is the output plus one tile.
 The x8 self-ensemble (flips and 90-degree rotations, averaged) is the one of EDT/SwinIR/HAT test scripts.
+
+Arbitrary-scale SR (``sr_any``) tiles the same input grid; each output pixel belongs to the tiles whose input span
+holds its centre, is queried there at its own coordinate (mapped into the tile's frame, so a tile that covers the
+image computes exactly the untiled output) and is blended with the same ramp evaluated at that centre
+(`tiled_query`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from restore.model import RestorationModel
 
-__all__ = ["restore_image", "tiled_forward", "self_ensemble", "round_tile", "resolve_dtype"]
+__all__ = ["restore_image", "tiled_forward", "tiled_query", "self_ensemble", "round_tile", "resolve_dtype"]
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -154,6 +159,95 @@ def tiled_forward(
     return out
 
 
+def _ramp_at(t: torch.Tensor) -> torch.Tensor:
+    """`_edge_ramp` as a function of the position ``t`` in [0, 1] across the overlap: 0, raised cosine, 1."""
+    rise = 0.5 - 0.5 * torch.cos(math.pi * (t - 0.25) / 0.5)
+    return torch.where(t < 0.25, torch.zeros_like(t), torch.where(t < 0.75, rise, torch.ones_like(t)))
+
+
+def _query_axis(pos: torch.Tensor, start: int, size: int, length: int, overlap: int):
+    """For one tile along one axis: the output index range whose centres ``pos`` (input px) lie in the tile, their
+    coordinates in the tile's [-1, 1] frame and their blending weights (float64)."""
+    inside = torch.nonzero((pos >= start) & (pos < start + size)).flatten()
+    if inside.numel() == 0:  # an output smaller than the input can leave a tile without pixel centres
+        return None
+    lo, hi = int(inside[0]), int(inside[-1]) + 1
+    p = pos[lo:hi]
+    w = torch.ones_like(p)
+    if overlap > 0 and start > 0:
+        w = w * _ramp_at((p - start) / overlap)
+    if overlap > 0 and start + size < length:
+        w = w * _ramp_at((start + size - p) / overlap)
+    return lo, hi, 2 * (p - start) / size - 1, w
+
+
+def tiled_query(
+    fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    out_size: tuple[int, int],
+    tile: int,
+    overlap: int,
+    multiple: int = 1,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Arbitrary-scale tiling: query ``fn`` tile by tile and blend into an ``out_size`` output.
+
+    Args:
+        fn: ``fn(patch, coord, cell)`` -> (B, Q, C') for a patch (B, C, h, w) and (B, Q, 2) (row, col) points in
+            the patch's [-1, 1] frame with their cells (`restore.RestorationModel.query_points`).
+        x: the input (B, C, H, W); only tiles move to ``device``.
+        out_size: (out_h, out_w) of the whole output.
+        tile, overlap, multiple: as in `tiled_forward` (input pixels).
+
+    Returns:
+        (B, C', out_h, out_w) float32 on ``x``'s device.
+    """
+    h, w = x.shape[-2:]
+    out_h, out_w = out_size
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    tile, stride = _tile_grid(tile, overlap, multiple)
+    overlap = tile - stride
+    rows, cols = _spans(h, tile, stride), _spans(w, tile, stride)
+    # output pixel centres in input pixels (make_coord's centres, scaled to the input extent)
+    pos_h = (torch.arange(out_h, dtype=torch.float64) + 0.5) * (h / out_h)
+    pos_w = (torch.arange(out_w, dtype=torch.float64) + 0.5) * (w / out_w)
+    out = None
+    norm_h = torch.zeros(out_h, dtype=torch.float64)
+    norm_w = torch.zeros(out_w, dtype=torch.float64)
+    first_row = True  # the column weights are the same for every tile row: sum them over one
+    for y0, th in rows:
+        row = _query_axis(pos_h, y0, th, h, overlap)
+        if row is None:
+            continue
+        r0, r1, cy, wy = row
+        norm_h[r0:r1] += wy
+        count_cols, first_row = first_row, False
+        for x0, tw in cols:
+            col = _query_axis(pos_w, x0, tw, w, overlap)
+            if col is None:
+                continue
+            c0, c1, cx, wx = col
+            if count_cols:
+                norm_w[c0:c1] += wx
+            patch = x[..., y0 : y0 + th, x0 : x0 + tw]
+            patch = patch if device is None else patch.to(device)
+            b, nr, nc = patch.shape[0], r1 - r0, c1 - c0
+            coord = torch.stack(torch.meshgrid(cy, cx, indexing="ij"), dim=-1).reshape(1, -1, 2)
+            coord = coord.to(device=patch.device, dtype=patch.dtype).expand(b, -1, -1)
+            # a pixel's cell in the patch frame: (2 / out) of the image extent, rescaled to the patch extent
+            cell = torch.tensor([2 * h / (out_h * th), 2 * w / (out_w * tw)], dtype=torch.float64)
+            cell = cell.to(device=patch.device, dtype=patch.dtype).expand(b, coord.shape[1], 2)
+            y = fn(patch, coord, cell).to(device=x.device, dtype=torch.float32)  # (B, nr*nc, C')
+            y = y.transpose(1, 2).reshape(b, -1, nr, nc)
+            if out is None:
+                out = torch.zeros(b, y.shape[1], out_h, out_w, dtype=torch.float32, device=x.device)
+            weight = (wy[:, None] * wx[None, :]).to(device=x.device, dtype=torch.float32)
+            out[..., r0:r1, c0:c1].addcmul_(y, weight)
+    out /= (norm_h[:, None] * norm_w[None, :]).to(device=x.device, dtype=torch.float32)
+    return out
+
+
 # 8 dihedral transforms as (rotations k, flip): applied as rot90(flip(x)); inverted in reverse order
 _DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
 
@@ -255,7 +349,7 @@ def _to_input(image: Any) -> tuple[torch.Tensor, _Layout]:
     raise TypeError(f"restore_image takes a PIL image, a numpy array, a tensor or a path, got {type(image).__name__}")
 
 
-def _to_output(y: torch.Tensor, layout: _Layout, scale: int) -> Any:
+def _to_output(y: torch.Tensor, layout: _Layout, scale: int | None) -> Any:
     from PIL import Image
 
     y = y.clamp(0, 1)
@@ -263,7 +357,9 @@ def _to_output(y: torch.Tensor, layout: _Layout, scale: int) -> Any:
         y = y.mean(dim=1, keepdim=True)
     if layout.alpha is not None:
         alpha = layout.alpha
-        if scale > 1:
+        if scale is None:  # sr_any: any output size
+            alpha = F.interpolate(alpha, size=y.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+        elif scale > 1:
             alpha = F.interpolate(alpha, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
         y = torch.cat([y, alpha.to(y.dtype)], dim=1)
     if layout.kind == "tensor":
@@ -296,6 +392,8 @@ def restore_image(
     ensemble: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
+    scale: float | tuple[float, float] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> Any:
     """Restore one image with ``model`` for ``task``; returns the same kind of image as given.
 
@@ -312,6 +410,8 @@ def restore_image(
         ensemble: average the 8 flips/rotations (x8 self-ensemble; 8x slower, usually +0.05-0.1 dB).
         device: where to run the model (the model is moved there); default: where the model is.
         dtype: compute dtype under autocast (``"fp16"``, ``"bf16"``); default float32.
+        scale, size: for ``sr_any`` only, exactly one: the scale (a float or (sh, sw); output
+            ``ceil(scale * size)`` per side) or the output (out_h, out_w).
 
     Raises:
         FloatingPointError: the model's output holds NaN or inf (an error, not a black image).
@@ -325,27 +425,49 @@ def restore_image(
         model.to(device)
     run_device = next(model.parameters()).device
     compute_dtype = resolve_dtype(dtype)
-    scale = model.scale(task)
+    arbitrary = task == "sr_any"
+    if arbitrary:
+        out_size = model.output_size(task, x.shape[-2:], scale=scale, size=size)
+    elif scale is not None or size is not None:
+        raise ValueError(f"scale= and size= are for task 'sr_any'; {task!r} has a fixed scale "
+                         f"(x{model.scale(task)})")
+    fixed_scale = None if arbitrary else model.scale(task)
+
+    def autocast() -> Any:
+        return (torch.autocast(run_device.type, dtype=compute_dtype)
+                if compute_dtype not in (None, torch.float32) else contextlib.nullcontext())
+
+    def run(z: torch.Tensor) -> torch.Tensor:
+        if not arbitrary:
+            return model(z, task)
+        # a rotated (transposed) input asks for the transposed output
+        transposed = z.shape[-2:] != x.shape[-2:]
+        return model(z, task, size=out_size[::-1] if transposed else out_size)
 
     def fn(t: torch.Tensor) -> torch.Tensor:
         t = t.to(run_device)
-        autocast = (
-            torch.autocast(run_device.type, dtype=compute_dtype)
-            if compute_dtype not in (None, torch.float32)
-            else contextlib.nullcontext()
-        )
-        with autocast:
-            y = self_ensemble(lambda z: model(z, task), t) if ensemble else model(t, task)
+        with autocast():
+            y = self_ensemble(run, t) if ensemble else run(t)
         return y.float()
 
+    def query(patch: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            return model.query_points(patch.to(run_device), task, coord.to(run_device), cell.to(run_device)).float()
+
+    if arbitrary and ensemble and (tile is not None or (x.shape[-2] == x.shape[-1] and out_size[0] != out_size[1])):
+        raise ValueError("ensemble=True with task 'sr_any' works untiled and for outputs that rotate with the "
+                         "input (not a square input with a non-square output); drop tile= or ensemble=")
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            if tile is None:
-                y = fn(x).cpu()
+            multiple = model.pad_multiple(task)
+            if tile is None or (x.shape[-2] <= round_tile(tile, multiple) and x.shape[-1] <= round_tile(tile, multiple)):
+                y = fn(x).cpu()  # the same call untiled: bit-identical when the tile covers the image
+            elif arbitrary:
+                y = tiled_query(query, x, out_size, tile, overlap, multiple=multiple)
             else:
-                y = tiled_forward(fn, x, scale, tile, overlap, multiple=model.pad_multiple(task))
+                y = tiled_forward(fn, x, fixed_scale, tile, overlap, multiple=multiple)
     finally:
         model.train(was_training)
     if not torch.isfinite(y).all():
@@ -353,4 +475,4 @@ def restore_image(
         hint = (" (fp16 overflows easily: try dtype='bf16' or 'float32')" if compute_dtype == torch.float16
                 else " (check the weights, or try another --dtype)")
         raise FloatingPointError(f"the model's output for this image holds NaN or infinite values{hint}")
-    return _to_output(y, layout, scale)
+    return _to_output(y, layout, fixed_scale)

@@ -13,6 +13,9 @@ Every random choice comes from the ``torch.Generator`` passed in, so the same ge
   and removal from a single image", CVPR 2017, JORDER; used by IPT and EDT pretraining): sparse noise seeds,
   motion-blurred along a random angle and length into streaks, screen-blended onto the image. Parameters are in
   :data:`RAIN_LIGHT` and :data:`RAIN_HEAVY`.
+- :func:`sr_any_batch`: the arbitrary-scale SR training sample of LIIF/LTE (``sr-implicit-downsampled``): a scale
+  drawn uniformly in [1, 4] per image, an HR crop of ``round(48 * s)`` px shrunk to 48 px with MATLAB bicubic, and
+  2304 HR pixels sampled as (coordinate, cell, RGB) queries.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ __all__ = [
     "RainParams",
     "RAIN_LIGHT",
     "RAIN_HEAVY",
+    "ArbitraryScaleBatch",
+    "sr_any_batch",
 ]
 
 
@@ -284,3 +289,89 @@ def add_rain(hr: torch.Tensor, level: str = "light", generator: torch.Generator 
     out = 1 - (1 - work) * (1 - streaks)  # streaks are white: the same on every channel
     out = (1 - haze) * out + haze
     return out.to(hr.dtype)
+
+
+# ------------------------------------------------------------------------------------- arbitrary-scale SR
+
+
+@dataclass(frozen=True)
+class ArbitraryScaleBatch:
+    """One ``sr_any`` training batch: LR patches and sampled HR query points (the model's ``query_points`` input).
+
+    Attributes:
+        lq: (B, C, lq_size, lq_size) LR patches in [0, 1] (uint8 levels, like the fixed-scale LR).
+        coord: (B, Q, 2) (row, col) pixel centres of the sampled HR pixels in [-1, 1] over the patch extent.
+        cell: (B, Q, 2) the HR pixel size in the same units, ``2 / hr_size`` (LIIF's cell).
+        gt: (B, Q, C) the HR pixels' values in [0, 1].
+        scale: (B,) the actual scale of each patch, ``hr_size / lq_size`` (the drawn one, rounded to whole pixels).
+    """
+
+    lq: torch.Tensor
+    coord: torch.Tensor
+    cell: torch.Tensor
+    gt: torch.Tensor
+    scale: torch.Tensor
+
+
+def _pixel_centres(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Centres of ``n`` pixels in [-1, 1] (``restore.implicit.make_coord`` along one axis; tasks imports nothing
+    of restore)."""
+    return (2 * torch.arange(n, device=device, dtype=dtype) + 1) / n - 1
+
+
+def sr_any_batch(
+    hr: torch.Tensor,
+    generator: torch.Generator | None = None,
+    lq_size: int = 48,
+    scale_range: tuple[float, float] = (1.0, 4.0),
+    num_queries: int = 2304,
+    quantize: bool = True,
+) -> ArbitraryScaleBatch:
+    """Arbitrary-scale SR samples from HR patches, the LIIF/LTE training protocol.
+
+    Per image (LIIF ``datasets/wrappers.py`` ``SRImplicitDownsampled`` with ``inp_size=48``, ``scale_max=4``,
+    ``sample_q=2304``): draw ``s ~ U(scale_range)``, crop ``round(lq_size * s)`` px square at a random place,
+    shrink it to ``lq_size`` with MATLAB bicubic (`tasks.imresize`, uint8 levels like the fixed-scale LR; LIIF used
+    PIL's bicubic on uint8 images) and sample ``num_queries`` HR pixels without replacement. Flips are left to the
+    data stream's augmentation, as for the other tasks.
+
+    Args:
+        hr: (B, C, H, W) float in [0, 1], H and W at least ``round(lq_size * scale_range[1])`` (192 by default).
+        generator: the source of every random draw (scale, crop, queries); same seed, same batch.
+        lq_size: side of the LR patch.
+        scale_range: (low, high) of the uniform scale distribution, 1 <= low <= high.
+        num_queries: HR pixels sampled per patch, at most ``lq_size ** 2`` (the smallest HR crop's pixel count).
+        quantize: round the LR to uint8 levels (as `bicubic_downscale`).
+    """
+    _check_images(hr)
+    low, high = float(scale_range[0]), float(scale_range[1])
+    if not (math.isfinite(low) and math.isfinite(high) and 1.0 <= low <= high):
+        raise ValueError(f"scale_range must be (low, high) with 1 <= low <= high, got {scale_range}")
+    if lq_size < 1 or not 1 <= num_queries <= lq_size * lq_size:
+        raise ValueError(f"need lq_size >= 1 and 1 <= num_queries <= lq_size**2 = {lq_size * lq_size}, "
+                         f"got lq_size={lq_size}, num_queries={num_queries}")
+    need = round(lq_size * high)
+    b, c, h, w = hr.shape
+    if h < need or w < need:
+        raise ValueError(f"hr patches of {h}x{w} are too small for scales up to {high} at lq_size {lq_size}: "
+                         f"crop them to at least {need}x{need}")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    draws = torch.rand(b, generator=generator, device=gen_device, dtype=torch.float64).cpu()
+    lqs, coords, cells, gts, scales = [], [], [], [], []
+    for i in range(b):
+        s = low + (high - low) * float(draws[i])
+        size = round(lq_size * s)
+        top = int(torch.randint(0, h - size + 1, (1,), generator=generator, device=gen_device))
+        left = int(torch.randint(0, w - size + 1, (1,), generator=generator, device=gen_device))
+        crop = hr[i : i + 1, :, top : top + size, left : left + size]
+        lqs.append(imresize(crop, size=(lq_size, lq_size), quantize=quantize))  # size 1:1 only quantizes
+        pick = torch.randperm(size * size, generator=generator, device=gen_device)[:num_queries].to(hr.device)
+        centres = _pixel_centres(size, hr.device, hr.dtype)
+        coords.append(torch.stack([centres[pick // size], centres[pick % size]], dim=-1))
+        gts.append(crop[0].reshape(c, -1)[:, pick].t())
+        cells.append(torch.full((num_queries, 2), 2.0 / size, device=hr.device, dtype=hr.dtype))
+        scales.append(size / lq_size)
+    return ArbitraryScaleBatch(
+        lq=torch.cat(lqs), coord=torch.stack(coords), cell=torch.stack(cells), gt=torch.stack(gts),
+        scale=torch.tensor(scales, dtype=torch.float64),
+    )

@@ -95,6 +95,11 @@ def get_task(name: str) -> Task:
     if name in _BLIND:
         pipeline, s = _BLIND[name]
         return Task(name=name, kind="sr", scale=s, pipeline=pipeline, y_channel=True, crop_border=s)
+    if name == "sr_any":
+        # arbitrary-scale SR (restore.implicit): SR heads (kind "sr"); the model takes the scale per call, so
+        # `scale` here is only the fixed-scale fallback (degrade(), default eval): x4, the top of the training
+        # range [1, 4]; training draws its own scales (tasks.degradations.sr_any_batch)
+        return Task(name=name, kind="sr", scale=4, y_channel=True, crop_border=4)
     raise ValueError(
         f"unknown task {name!r}; valid tasks are sr_x<scale> (e.g. sr_x2), denoise_g<sigma> (e.g. denoise_g25), "
         f"derain, derain_light, derain_heavy, {', '.join(_BLIND)}. Common ones: {', '.join(COMMON_TASKS)}"
