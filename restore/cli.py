@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from tasks.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from tasks.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, at_least
 
 __all__ = ["main", "run_main", "build_run_parser", "IMAGE_SUFFIXES"]
 
@@ -44,20 +44,6 @@ commands:
 
 `restore <command> --help` describes each command.
 """
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)  # argparse turns the ValueError into "invalid _positive_int value"; the message below is clearer
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def _positive_scale(text: str) -> float:
@@ -85,8 +71,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="task name, e.g. sr_x4, denoise_g25, derain")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder (created if missing)")
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit")
-    p.add_argument("--tile", type=_positive_int, default=None, help="restore in tiles of about this many pixels")
-    p.add_argument("--overlap", type=_non_negative_int, default=32, help="tile overlap in pixels (default 32)")
+    p.add_argument("--tile", type=at_least(1), default=None, help="restore in tiles of about this many pixels")
+    p.add_argument("--overlap", type=at_least(0), default=32, help="tile overlap in pixels (default 32)")
     p.add_argument("--ensemble", action="store_true", help="x8 self-ensemble (8x slower)")
     p.add_argument("--scale", type=_positive_scale, default=None,
                    help="--task sr_any only: output scale, any number (e.g. 2.7); output ceil(scale * size)")
@@ -94,7 +80,7 @@ def build_run_parser() -> argparse.ArgumentParser:
                    help="--task sr_any only: output size in pixels instead of --scale (e.g. 1920x1080)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="compute dtype: float32 (default), fp16, bf16")
-    p.add_argument("--max-pixels", type=_positive_int, default=None,
+    p.add_argument("--max-pixels", type=at_least(1), default=None,
                    help="skip images with more pixels than this (default: $RESTORE_MAX_PIXELS or 89478485, "
                         "Pillow's decompression-bomb limit)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder "
@@ -280,32 +266,14 @@ def _check_output_folder(out: Path) -> None:
 
 
 def _resolve_device(name: str | None) -> str:
-    """``--device`` checked before the model loads: a torch device that exists on this machine."""
+    """``--device`` checked before the model loads (``tasks.errors.check_device``); default cuda when usable."""
     import torch
 
-    from tasks.errors import InputError
+    from tasks.errors import check_device
 
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {name!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
-    available = {
-        "cpu": lambda: True,
-        "cuda": torch.cuda.is_available,
-        "mps": lambda: torch.backends.mps.is_available(),
-        "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
-    }
-    if dev.type not in available:
-        raise InputError(f"--device {name!r}: restore run runs on cpu, cuda, mps or xpu, not {dev.type}")
-    if not available[dev.type]():
-        raise InputError(f"--device {name}: no {dev.type} device is usable here; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                         f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    return str(dev)
-
+    return str(check_device(name))
 
 def _save_atomic(result: Any, path: Path, loaded: Any) -> None:
     """Write ``result`` atomically in the kind ``loaded`` (a `tasks.io.LoadedImage`) came in."""

@@ -119,10 +119,10 @@ def check_device(device: "str | torch.device | None", what: str = "--device") ->
         "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
     }
     if dev.type not in usable:
-        raise InputError(f"{what} {str(dev)!r}: models run on cpu, cuda, mps or xpu, not {dev.type}")
+        raise InputError(f"{what} {dev}: models run on cpu, cuda, mps or xpu, not {dev.type}")
     if not usable[dev.type]():
-        raise InputError(f"{what} {str(dev)!r}: no {dev.type} device is usable on this machine; use cpu")
+        raise InputError(f"{what} {dev}: no {dev.type} device is usable on this machine; use cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise InputError(f"{what} {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+        raise InputError(f"{what} {dev}: this machine has {torch.cuda.device_count()} CUDA device(s) "
                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return dev
