@@ -13,10 +13,13 @@ How MATLAB computes it (and so do we):
 - for ``uint8`` input each 1-D pass is rounded (half away from zero) and saturated to uint8 before the next one.
 
 The weights are computed in float64 NumPy exactly as MATLAB does and cached per (length, scale). A float64 (and so a
-uint8) pass is a short loop over the taps (``acc = acc + w_k * x[idx_k]``, multiply then add, in tap order) so that
-its sums are MATLAB's (integer shrink factors read strided views of a mirror-padded line instead of gathering); a
-float32 pass on training-sized images is one matmul with the dense weight matrix. This reproduces the official
-Set5/Set14 LR files bit for bit (tests/tasks/test_imresize.py).
+uint8) pass sums like MATLAB: ``acc = acc + w_k * x[idx_k]``, multiply then add, in tap order. On CPU that sum is
+scipy's sparse x dense product (``csr_matvecs``: the same operations in compiled code, one call per pass for the
+whole batch; 5-8x faster than the torch loop at DIV2K size), trusted only after a probe shows it does not fuse the
+multiply-add; elsewhere (GPU, no scipy) it is a torch loop over the taps (integer shrink factors read strided views
+of a mirror-padded line instead of gathering). Float32 passes use the sparse product on CPU too, except along short
+last-dimension lines, and one matmul with the dense weight matrix on GPU. This reproduces the official Set5/Set14 LR
+files bit for bit, and the sparse product equals the torch loop bit for bit (tests/tasks/test_imresize.py).
 """
 
 from __future__ import annotations
@@ -99,25 +102,94 @@ def _dense_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> n
     return mat
 
 
-# Float32 passes over lines up to this long use one matmul with the dense weight matrix (BLAS; 5-8x faster than the
-# tap loop on 192-pixel training patches, see tests/benchmarks/bench_tasks.py); longer lines, and all float64/uint8
-# work, use the tap loop, whose cost does not grow with the input length and whose sums are MATLAB's.
+@lru_cache(maxsize=1)
+def _scipy_csr_matrix():
+    """scipy's CSR matrix class if its sparse x dense product sums as the tap loop does, else None.
+
+    ``csr @ dense`` (scipy's ``csr_matvecs``) computes ``y[i] = 0 + w_0 * x_0 + w_1 * x_1 + ...`` over the stored
+    entries in order, multiply then add, which is the tap loop's (and MATLAB's) arithmetic, in compiled code. A build
+    that fuses the multiply-add (FMA) would change the last bit, and so rounding ties of the uint8 path: the probe
+    below differs there (fused: -2**-54, separate: fl(a * b) == 1 exactly, so 0), and then the tap loop runs.
+    """
+    try:
+        import scipy.sparse
+    except ImportError:  # scipy comes with scikit-image; without it the torch tap loop runs
+        return None
+    a = 1 + 2.0**-27
+    probe = scipy.sparse.csr_matrix((np.array([1.0, a]), np.array([0, 1]), np.array([0, 2])), shape=(1, 2))
+    x = np.empty((2, 37))  # 37 vectors: the vectorised body and the scalar tail of the product
+    x[0], x[1] = -1.0, 1 - 2.0**-27
+    return scipy.sparse.csr_matrix if np.all(probe @ x == 0) else None
+
+
+@lru_cache(maxsize=64)  # a batched matrix holds B*C copies of the weights: bound the memory
+def _csr(in_len: int, out_len: int, scale: float, antialias: bool, dtype: np.dtype, planes: int = 1):
+    """MATLAB's weights as a CSR matrix, one row per output, entries in tap order and mirrored taps that hit one
+    pixel twice kept apart (scipy leaves duplicates as given). ``planes`` > 1: the block-diagonal matrix that
+    resizes ``planes`` stacked lines of ``in_len`` at once, so a (B, C, H, W) batch is one product."""
+    weights, indices = _contributions(in_len, out_len, scale, antialias)
+    taps = weights.shape[1]
+    indices = indices[None] + in_len * np.arange(planes).reshape(-1, 1, 1)  # (planes, out, P)
+    data = np.broadcast_to(weights.astype(dtype), indices.shape).ravel()
+    indptr = np.arange(0, planes * out_len * taps + 1, taps)
+    shape = (planes * out_len, planes * in_len)
+    return _scipy_csr_matrix()((data, indices.ravel(), indptr), shape=shape)
+
+
+# Elements per block in the sparse pass along the last dimension, which transposes each block of lines (the product
+# runs along the first axis): a block, its transpose and its product stay in cache, and short lines still give the
+# product long vectors.
+_CSR_BLOCK = 1 << 16
+
+
+def _resize_dim_sparse(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
+    """The tap loop's sums (bit for bit) as a sparse x dense product, on CPU (float32/float64)."""
+    xn = x.detach().contiguous().numpy()
+    b, c, h, w = xn.shape
+    if dim == 2:  # the batch's planes stacked, (B*C*H, W), are the (in, vectors) matrix of the block-diagonal product
+        mat = _csr(h, out_len, scale, antialias, xn.dtype, b * c)
+        return torch.from_numpy(mat @ xn.reshape(b * c * h, w)).view(b, c, out_len, w)
+    mat = _csr(w, out_len, scale, antialias, xn.dtype)
+    lines = xn.reshape(b * c * h, w)
+    out = np.empty((b * c * h, out_len), dtype=xn.dtype)
+    step = max(32, _CSR_BLOCK // max(w, out_len))
+    for r in range(0, len(lines), step):
+        out[r : r + step] = (mat @ np.ascontiguousarray(lines[r : r + step].T)).T
+    return torch.from_numpy(out).view(b, c, h, out_len)
+
+
+# On CPU every pass runs as the sparse product where scipy sums like the tap loop, except float32 passes along the
+# last dimension over lines up to this long: there the dense matmul below (BLAS) is as fast and needs no transposes.
+_DENSE_LAST_DIM_MAX = 256
+# Without scipy (or on GPU, or with autograd), float32 passes over lines up to this long use one matmul with the dense
+# weight matrix (5-8x faster than the tap loop on 192-pixel training patches); longer lines, and all float64/uint8
+# work, use the torch tap loop, whose cost does not grow with the input length and whose sums are MATLAB's.
 _MATMUL_MAX_LEN = 1024
 _TAP_CHUNK = 128  # columns per block in the tap loop
 
 
 def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
     """Resize ``x`` (B, C, H, W) along ``dim`` (2 or 3) with MATLAB's weights."""
+    sparse_pays = x.dtype == torch.float64 or dim == 2 or x.shape[dim] > _DENSE_LAST_DIM_MAX
+    if x.device.type == "cpu" and not x.requires_grad and sparse_pays and _scipy_csr_matrix() is not None:
+        return _resize_dim_sparse(x, dim, out_len, scale, antialias)
+    return _resize_dim_torch(x, dim, out_len, scale, antialias)
+
+
+def _resize_dim_torch(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
+    """``_resize_dim`` in torch ops, on any device: one dense matmul for float32 (differentiable), else the tap
+    loop."""
     in_len = x.shape[dim]
     if x.dtype != torch.float64 and (in_len <= _MATMUL_MAX_LEN or x.device.type != "cpu"):
         mat = torch.from_numpy(_dense_matrix(in_len, out_len, scale, antialias)).to(device=x.device, dtype=x.dtype)
         return torch.matmul(mat, x) if dim == 2 else torch.matmul(x, mat.T)  # (out, in) @ (.., in, W)
     if dim == 3:  # gather whole rows instead of scattered columns: about 2x faster on CPU
-        return _resize_dim(x.transpose(2, 3).contiguous(), 2, out_len, scale, antialias).transpose(2, 3).contiguous()
+        rows = _resize_dim_torch(x.transpose(2, 3).contiguous(), 2, out_len, scale, antialias)
+        return rows.transpose(2, 3).contiguous()
     if x.shape[3] > _TAP_CHUNK:
         # the tap loop streams one (out, W) buffer per tap through memory; column blocks keep them in cache
         # (DIV2K-size x4: 1.6x faster), with the same per-pixel arithmetic
-        parts = [_resize_dim(c.contiguous(), 2, out_len, scale, antialias) for c in x.split(_TAP_CHUNK, dim=3)]
+        parts = [_resize_dim_torch(c.contiguous(), 2, out_len, scale, antialias) for c in x.split(_TAP_CHUNK, dim=3)]
         return torch.cat(parts, dim=3)
     w_np, idx_np = _contributions(in_len, out_len, scale, antialias)
     weights = torch.from_numpy(w_np).to(device=x.device, dtype=x.dtype)  # (out, P)

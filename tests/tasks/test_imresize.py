@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,75 @@ def test_bad_inputs_are_reported():
         imresize(torch.zeros(4, 4), -1)
     with pytest.raises(TypeError, match="uint8 or floating"):
         imresize(torch.zeros(4, 4, dtype=torch.int32), 0.5)
+
+
+# The CPU fast path (scipy's sparse product) must give the torch tap loop's sums bit for bit, which is what makes the
+# official LR files above come out exact; sizes are odd and tiny (pads longer than the line), scales cover
+# shrinking, enlarging, non-integer and per-axis factors, and both pass orders.
+_SCALES = [0.5, 1 / 3, 0.25, 0.7, 0.3, 2.0, 3.0, 4.0, 1.5, (0.5, 0.25), (1 / 3, 2.0), (0.8, 0.6)]
+_SIZES = [(1, 1), (2, 3), (5, 7), (13, 17), (37, 29), (101, 77)]
+
+
+def _torch_only(monkeypatch):
+    import importlib
+
+    module = importlib.import_module("tasks.imresize")  # `tasks.imresize` the attribute is the function
+    monkeypatch.setattr(module, "_resize_dim", module._resize_dim_torch)
+
+
+@pytest.mark.parametrize("scale", _SCALES, ids=str)
+def test_sparse_path_equals_the_torch_tap_loop_bit_for_bit(monkeypatch, scale):
+    g = torch.Generator().manual_seed(1)
+    cases = []
+    for h, w in _SIZES:
+        if min(output_size((h, w), scale)) < 1:
+            continue
+        x8 = torch.randint(0, 256, (2, 3, h, w), generator=g, dtype=torch.uint8)
+        x64 = torch.rand(2, 3, h, w, generator=g, dtype=torch.float64)
+        cases += [(x8, {}), (x8.double() / 255, {"quantize": True}), (x64, {})]
+    fast = [imresize(x, scale, **kw) for x, kw in cases]
+    with monkeypatch.context() as m:
+        _torch_only(m)
+        slow = [imresize(x, scale, **kw) for x, kw in cases]
+    for (x, kw), a, b in zip(cases, fast, slow):
+        diff = (a.double() - b.double()).abs().max()
+        assert torch.equal(a, b), f"{tuple(x.shape)} {x.dtype} {kw} x{scale}: max diff {diff}"
+
+
+def test_float32_sparse_path_agrees_with_the_dense_matmul(monkeypatch):
+    # float32 lines longer than _DENSE_LAST_DIM_MAX run sparse on both axes; the torch path uses the dense matmul
+    x = torch.rand(2, 3, 45, 301, generator=torch.Generator().manual_seed(2))
+    for scale in (1 / 4, 1 / 3, 2.0, (0.5, 0.7)):
+        fast = imresize(x, scale)
+        with monkeypatch.context() as m:
+            _torch_only(m)
+            slow = imresize(x, scale)
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
+
+
+def test_fma_probe_tells_fused_from_separate_multiply_add():
+    # the probe trusts scipy's product only if -1 + a * b gives 0: true for multiply-round-add, false for a fused
+    # multiply-add, which keeps the exact product 1 - 2**-54
+    from fractions import Fraction
+
+    a, b = 1 + 2.0**-27, 1 - 2.0**-27
+    assert a * b == 1.0  # Python floats: multiply then round
+    assert Fraction(a) * Fraction(b) - 1 == Fraction(-1, 2**54)  # what a fused multiply-add would add to -1
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 scipy wheels are built without FMA")
+def test_sparse_path_is_taken_on_cpu():
+    import importlib
+
+    module = importlib.import_module("tasks.imresize")
+    pytest.importorskip("scipy")
+    assert module._scipy_csr_matrix() is not None, "scipy's product would not sum like MATLAB: the slow tap loop runs"
+
+
+def test_inputs_that_require_grad_keep_the_differentiable_matmul():
+    # the sparse product leaves torch (no autograd); float32 inputs that require grad keep today's dense matmul
+    x = torch.rand(1, 3, 20, 300, requires_grad=True)
+    y = imresize(x, 1 / 4)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+    torch.testing.assert_close(y.detach(), imresize(x.detach(), 1 / 4), atol=1e-5, rtol=0)
