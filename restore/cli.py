@@ -1,4 +1,4 @@
-"""The ``restore`` command: ``restore run`` (restore image files), ``restore eval`` and ``restore convert``.
+"""The ``restore`` command: ``restore run`` (restore image files), ``restore eval``, ``restore convert``, ``restore export``.
 
 ``restore run --model ID_OR_DIR --task sr_x4 IN... -o OUT`` restores files and folders (recursively) with a
 progress bar. Before the model loads it refuses (exit 2) bad options, a device this machine lacks, missing inputs,
@@ -41,6 +41,7 @@ commands:
   run       restore image files or folders with a model
   eval      score a model on benchmarks (PSNR/SSIM table)
   convert   convert an official checkpoint (EDT/HAT/SwinIR/IPT) to the restore format
+  export    export one task as ONNX, or in the official layout that spandrel/chaiNNer/ComfyUI load
 
 `restore <command> --help` describes each command.
 """
@@ -433,6 +434,8 @@ def _main(argv: list[str]) -> int:
         return _dispatch("tasks.cli", "eval_main", rest, "restore eval")
     if command == "convert":
         return _dispatch("restore.convert", "convert_main", rest, "restore convert")
+    if command == "export":
+        return _dispatch("restore.export", "export_main", rest, "restore export")
     print(f"restore: unknown command {command!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 

@@ -1,9 +1,15 @@
 """A local, in-memory stand-in for the Hugging Face Hub HTTP API, for tests of push and pull without internet.
 
 It speaks enough of the Hub's API for the real ``huggingface_hub`` client (ECOSYSTEM.md §1 lists the endpoints):
-create a repo, preupload (answers "regular" mode for every file, so content arrives inline as base64: no LFS,
-no Xet, test-sized files only), commit (ndjson), tags, repo info at a revision, the file tree, and
+create a repo, preupload, commit (ndjson), tags, repo info at a revision, the file tree, and
 ``HEAD``/``GET`` of ``/{repo}/resolve/{rev}/{path}`` with ``X-Repo-Commit`` and ``ETag`` headers.
+
+Files below ``lfs_threshold`` bytes (10 MiB, as the Hub) are "regular": their content arrives inline in the
+commit as base64. Larger ones take the Git LFS path of the real client (``huggingface_hub/lfs.py``,
+``_commit_api.py``): preupload answers "lfs", the client posts to ``/{repo}.git/info/lfs/objects/batch``, PUTs
+the bytes to the ``upload`` href (basic transfer, one part), posts the ``verify`` href, and the commit names the
+file by ``lfsFile`` (sha256 oid and size); downloads of such files carry ``X-Linked-Etag``/``X-Linked-Size`` as
+the Hub's do. No Xet: a client with ``hf_xet`` installed needs ``HF_HUB_DISABLE_XET=1`` for LFS uploads here.
 
 Usage::
 
@@ -40,6 +46,7 @@ class _Repo:
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha -> {path: content}
     refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> sha
     private: bool = False
+    lfs: dict[str, set[str]] = field(default_factory=dict)  # commit sha -> paths stored through LFS
 
     def resolve(self, revision: str) -> str | None:
         if revision in self.refs:
@@ -52,8 +59,10 @@ class _Repo:
 class FakeHub:
     """An in-memory Hub on 127.0.0.1 (free port). ``start()`` returns self; ``url`` is the endpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, lfs_threshold: int = 10 * 1024 * 1024) -> None:
         self.repos: dict[str, _Repo] = {}  # key: "{type}s/{repo_id}"
+        self.lfs_threshold = lfs_threshold
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 hex -> content, uploaded and verified
         self.requests: list[tuple[str, str]] = []  # (method, path) log, for debugging tests
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -110,7 +119,9 @@ class FakeHub:
             repo = self.repos[key]
             base = repo.resolve(parent or revision)
             files = dict(repo.commits[base]) if base else {}
+            lfs = set(repo.lfs.get(base, set())) if base else set()
             for op in ops:
+                lfs.discard(op["value"]["path"])
                 if op["key"] == "file":
                     v = op["value"]
                     data = base64.b64decode(v["content"]) if v.get("encoding") == "base64" else v["content"].encode()
@@ -121,9 +132,15 @@ class FakeHub:
                     prefix = op["value"]["path"].rstrip("/") + "/"
                     files = {p: d for p, d in files.items() if not p.startswith(prefix)}
                 elif op["key"] == "lfsFile":
-                    raise ValueError("FakeHub stores regular files only (preupload never asks for LFS)")
+                    v = op["value"]
+                    data = self.lfs_objects.get(v["oid"])
+                    if data is None or len(data) != v.get("size", len(data)):
+                        raise ValueError(f"lfsFile {v['path']}: object {v['oid']} was never uploaded")
+                    files[v["path"]] = data
+                    lfs.add(v["path"])
             sha = self._new_sha(key, revision)
             repo.commits[sha] = files
+            repo.lfs[sha] = lfs
             repo.refs[revision] = sha
             return sha
 
@@ -162,6 +179,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, {"error": message}, headers)
 
     def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":  # a streamed file upload
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
@@ -179,6 +205,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._route("DELETE")
 
+    def do_PUT(self) -> None:
+        self._route("PUT")
+
     def _route(self, method: str) -> None:
         path = urlsplit(self.path).path
         self.fake.requests.append((method, path))
@@ -192,6 +221,12 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and path == "/api/validate-yaml":
                 self._body()
                 return self._json(200, {"errors": [], "warnings": []})
+            if method == "POST" and path.endswith(".git/info/lfs/objects/batch"):
+                return self._lfs_batch()
+            if method == "PUT" and parts[0] == "lfs-upload":
+                return self._lfs_upload(parts[1])
+            if method == "POST" and path == "/lfs-verify":
+                return self._lfs_verify()
             if parts[0] == "api" and len(parts) >= 4 and parts[1] in ("models", "datasets", "spaces"):
                 return self._api_repo(method, parts)
             if method in ("HEAD", "GET") and "resolve" in parts:
@@ -231,7 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._repo_info(repo, repo_id, revision)
         if action == "preupload" and method == "POST":
             req = json.loads(self._body() or b"{}")
-            files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+            files = [{"path": f["path"], "shouldIgnore": False, "oid": None,
+                      "uploadMode": "lfs" if f.get("size", 0) >= self.fake.lfs_threshold else "regular"}
                      for f in req.get("files", [])]
             return self._json(200, {"files": files, "commitOid": repo.resolve("/".join(rest) or "main")})
         if action == "commit" and method == "POST":
@@ -241,7 +277,10 @@ class _Handler(BaseHTTPRequestHandler):
             ops = [ln for ln in lines if ln["key"] != "header"]
             if revision not in repo.refs and repo.resolve(revision) is None:
                 return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
-            sha = self.fake.commit(key, revision, ops, parent=header.get("parentCommit"))
+            try:
+                sha = self.fake.commit(key, revision, ops, parent=header.get("parentCommit"))
+            except ValueError as err:  # an lfsFile whose content never arrived
+                return self._error(400, str(err))
             return self._json(200, {"commitUrl": f"{self.fake.url}/{repo_id}/commit/{sha}", "commitOid": sha,
                                     "commitMessage": header.get("summary", ""), "pullRequestUrl": None})
         if action == "tag" and method == "POST":
@@ -259,8 +298,11 @@ class _Handler(BaseHTTPRequestHandler):
             if sha is None:
                 return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
             prefix = "/".join(sub)
+            lfs = repo.lfs.get(sha, set())
             entries = [
-                {"type": "file", "path": p, "size": len(d), "oid": _git_blob_sha(d)}
+                {"type": "file", "path": p, "size": len(d), "oid": _git_blob_sha(d),
+                 **({"lfs": {"oid": hashlib.sha256(d).hexdigest(), "size": len(d), "pointerSize": 134}}
+                    if p in lfs else {})}
                 for p, d in sorted(repo.commits[sha].items())
                 if not prefix or p.startswith(prefix.rstrip("/") + "/")
             ]
@@ -304,4 +346,37 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, b"", {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found",
                                          "X-Repo-Commit": sha}, head=method == "HEAD")
         headers = {"X-Repo-Commit": sha, "ETag": f'"{_git_blob_sha(data)}"'}
+        if path in repo.lfs.get(sha, set()):  # the Hub names LFS content by its sha256
+            headers.update({"X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Linked-Size": str(len(data))})
         self._send(200, data, headers, content_type="application/octet-stream", head=method == "HEAD")
+
+    # -------------------------------------------------------------------------------------- Git LFS
+
+    def _lfs_batch(self) -> None:
+        """The LFS batch API (upload operation, basic transfer): an upload and a verify action per new object."""
+        req = json.loads(self._body() or b"{}")
+        if req.get("operation") != "upload" or "basic" not in req.get("transfers", ["basic"]):
+            return self._error(422, "FakeHub: only the upload operation with the basic transfer is supported")
+        objects = []
+        for obj in req.get("objects", []):
+            entry = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+            if obj["oid"] not in self.fake.lfs_objects:  # no actions: the client skips content already stored
+                entry["actions"] = {"upload": {"href": f"{self.fake.url}/lfs-upload/{obj['oid']}", "header": {}},
+                                    "verify": {"href": f"{self.fake.url}/lfs-verify", "header": {}}}
+            objects.append(entry)
+        return self._json(200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
+
+    def _lfs_upload(self, oid: str) -> None:
+        data = self._body()
+        if hashlib.sha256(data).hexdigest() != oid:
+            return self._error(400, f"FakeHub: uploaded content does not hash to {oid}")
+        with self.fake._lock:
+            self.fake.lfs_objects[oid] = data
+        return self._send(200)
+
+    def _lfs_verify(self) -> None:
+        req = json.loads(self._body() or b"{}")
+        data = self.fake.lfs_objects.get(req.get("oid", ""))
+        if data is None or len(data) != req.get("size"):
+            return self._error(404, f"FakeHub: LFS object {req.get('oid')} of size {req.get('size')} not found")
+        return self._json(200, {"message": "verified"})

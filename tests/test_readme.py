@@ -58,6 +58,8 @@ def _parse_restore(argv: list[str]) -> None:
         from tasks.cli import build_parser as build
     elif sub == "convert":
         from restore.convert import build_parser as build
+    elif sub == "export":
+        from restore.export import build_parser as build
     else:
         raise AssertionError(f"README uses an unknown restore command {sub!r}")
     build().parse_args(rest)

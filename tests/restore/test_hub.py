@@ -131,3 +131,43 @@ def test_push_pull_revision_and_offline(fake_hub, hub_env, tmp_path):
     r = subprocess.run([sys.executable, "-c", OFFLINE, str(tmp_path)], env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "offline ok" in r.stdout, r.stderr[-3000:]
+
+
+LFS_PUSH = textwrap.dedent(
+    """
+    import json, sys, torch, restore
+    from pathlib import Path
+    from huggingface_hub import hf_hub_download
+    torch.manual_seed(0)
+    model = restore.create_model("edt_tiny", tasks=["sr_x2"]).eval()
+    model.save_pretrained(sys.argv[1] + "/local")
+    model.push_to_hub("acme/lfs-restore")
+    pulled = Path(hf_hub_download("acme/lfs-restore", "model.safetensors"))
+    local = Path(sys.argv[1] + "/local/model.safetensors")
+    back = restore.RestorationModel.from_pretrained("acme/lfs-restore")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        same = torch.equal(back(x, "sr_x2"), model(x, "sr_x2"))
+    print(json.dumps({"bytes": pulled.read_bytes() == local.read_bytes(), "outputs": same}))
+    """
+)
+
+
+def test_push_through_lfs_and_download_byte_identical(hub_env, tmp_path):
+    """The weights go the way large files go on the real Hub: preupload "lfs", the LFS batch API, PUT, verify,
+    and an lfsFile commit entry; the download is byte-identical."""
+    from tests.fakehub import FakeHub
+
+    with FakeHub(lfs_threshold=4096) as hub:  # config.json and README.md stay regular, the weights go LFS
+        env = dict(hub_env, HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1")  # FakeHub speaks LFS, not Xet
+        r = subprocess.run([sys.executable, "-c", LFS_PUSH, str(tmp_path)], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.loads(r.stdout.strip().splitlines()[-1]) == {"bytes": True, "outputs": True}
+        calls = {(m, p.split("/")[1] if p.startswith("/lfs-upload/") else p) for m, p in hub.requests}
+        assert {("POST", "/acme/lfs-restore.git/info/lfs/objects/batch"), ("PUT", "lfs-upload"),
+                ("POST", "/lfs-verify")} <= calls
+        weights = (tmp_path / "local" / "model.safetensors").read_bytes()
+        assert list(hub.lfs_objects.values()) == [weights]
+        sha = hub.repos["models/acme/lfs-restore"].refs["main"]
+        assert hub.repos["models/acme/lfs-restore"].lfs[sha] == {"model.safetensors"}
