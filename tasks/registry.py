@@ -102,7 +102,8 @@ def get_task(name: str) -> Task:
         return Task(name=name, kind="sr", scale=4, y_channel=True, crop_border=4)
     raise ValueError(
         f"unknown task {name!r}; valid tasks are sr_x<scale> (e.g. sr_x2), denoise_g<sigma> (e.g. denoise_g25), "
-        f"derain, derain_light, derain_heavy, {', '.join(_BLIND)}. Common ones: {', '.join(COMMON_TASKS)}"
+        f"derain, derain_light, derain_heavy, {', '.join(_BLIND)}, sr_any (any scale). "
+        f"Common ones: {', '.join(COMMON_TASKS)}"
     )
 
 

@@ -1,6 +1,6 @@
 """Speed of tasks/: MATLAB imresize against basicsr's NumPy reference, and degradation throughput.
 
-    .venv/bin/pip install basicsr==1.4.2     # reference only (pulls opencv-python, lmdb, tb-nightly)
+    make install                             # brings the reference, basicsr-fixed (BasicSR 1.4.2's code), --no-deps
     .venv/bin/python tests/benchmarks/bench_tasks.py [--threads 1] [--repeat 7] [--imresize-only]
 
 Not a test (pytest does not collect tests/benchmarks). imresize rows: per image size, the time of
@@ -50,7 +50,7 @@ def _basicsr_imresize():
         sys.modules.setdefault("torchvision.transforms.functional_tensor", tvf)
         from basicsr.utils.matlab_functions import imresize as ref
     except ImportError as err:
-        print(f"basicsr is not installed ({err}); pip install basicsr==1.4.2 for the reference timings")
+        print(f"basicsr is not installed ({err}); `make install` puts basicsr-fixed (the reference) in .venv")
         return None
     return ref
 
