@@ -255,38 +255,38 @@ def _refuse(model, task: str, why: str) -> InputError:
                       f"{why}")
 
 
-def _check_swin_arch(model, task: str, family: str) -> dict[str, Any]:
+def _check_swin_arch(model, task: str, family: str):
     """The arch options the official layout (as spandrel reads it back) cannot express, refused by name."""
-    a = model.family.arch(model.arch)
-    if a.get("qk_scale") is not None:
-        raise _refuse(model, task, f"qk_scale={a['qk_scale']} is not stored in the weights (spandrel assumes the "
+    a = model.family.config(model.arch)  # SwinIRArch / HATArch
+    if a.qk_scale is not None:
+        raise _refuse(model, task, f"qk_scale={a.qk_scale} is not stored in the weights (spandrel assumes the "
                       "default head_dim**-0.5); retrain or keep our format")
     if family == "swinir":
-        expected = 255.0 if a["window_size"] == 7 else 1.0  # spandrel's rule: only the window-7 JPEG models use 255
-        if float(a["img_range"]) != expected or not a["qkv_bias"] or not a["patch_norm"]:
-            raise _refuse(model, task, f"img_range={a['img_range']}, qkv_bias={a['qkv_bias']}, patch_norm="
-                          f"{a['patch_norm']}: the loaders assume img_range={expected} for window_size="
-                          f"{a['window_size']}, qkv_bias=True and patch_norm=True")
-        if a["upsampler"] in ("pixelshuffle", "nearest+conv") and model.scale(task) > 1 and a["num_feat"] != 64:
-            raise _refuse(model, task, f"num_feat={a['num_feat']}: spandrel builds SwinIR's {a['upsampler']} "
+        expected = 255.0 if a.window_size == 7 else 1.0  # spandrel's rule: only the window-7 JPEG models use 255
+        if float(a.img_range) != expected or not a.qkv_bias or not a.patch_norm:
+            raise _refuse(model, task, f"img_range={a.img_range}, qkv_bias={a.qkv_bias}, patch_norm="
+                          f"{a.patch_norm}: the loaders assume img_range={expected} for window_size="
+                          f"{a.window_size}, qkv_bias=True and patch_norm=True")
+        if a.upsampler in ("pixelshuffle", "nearest+conv") and model.scale(task) > 1 and a.num_feat != 64:
+            raise _refuse(model, task, f"num_feat={a.num_feat}: spandrel builds SwinIR's {a.upsampler} "
                           "upsampler with the official default num_feat=64 whatever the weights hold")
     else:
-        if float(a["img_range"]) != 1.0 or float(a["conv_scale"]) != 0.01:
-            raise _refuse(model, task, f"img_range={a['img_range']}, conv_scale={a['conv_scale']}: not stored in "
+        if float(a.img_range) != 1.0 or float(a.conv_scale) != 0.01:
+            raise _refuse(model, task, f"img_range={a.img_range}, conv_scale={a.conv_scale}: not stored in "
                           "the weights; the loaders assume img_range=1.0 and conv_scale=0.01")
         if model.scale(task) == 1:
             raise _refuse(model, task, "the official HAT has no scale-1 (denoising) tail")
     return a
 
 
-def _swin_buffers(a: dict[str, Any], prefix_blocks: list[tuple[int, int]], hat: bool) -> dict[str, torch.Tensor]:
+def _swin_buffers(a, prefix_blocks: list[tuple[int, int]], hat: bool) -> dict[str, torch.Tensor]:
     """The derived buffers the official SwinIR/HAT modules register, as they compute them."""
     from restore.families.swinir import relative_position_index, shift_window_mask
 
-    ws = a["window_size"]
+    ws = a.window_size
     rpi = relative_position_index(ws)
     if hat:
-        ow = int(ws * a["overlap_ratio"]) + ws
+        ow = int(ws * a.overlap_ratio) + ws
         return {"relative_position_index_SA": rpi.clone(),
                 "relative_position_index_OCA": relative_position_index(ws, ow).clone()}
     size = ws * math.ceil(OFFICIAL_IMG_SIZE / ws)
@@ -323,19 +323,19 @@ def official_state_dict(model, task: str) -> dict[str, torch.Tensor]:
     sd = {k: v for k, v in sd.items() if not any(k.startswith((f"heads.{o}.", f"tails.{o}.")) or
                                                    k == f"body.query_embed.{o}" for o in others)}
     if family == "ipt":
-        from restore.families.ipt import resolve_ipt_arch
+        from restore.families.ipt import IPTArch
         from restore.families.swinir import DIV2K_MEAN
 
-        a = resolve_ipt_arch(model.arch)
-        if a["num_heads"] != 12 or float(a["rgb_range"]) != round(a["rgb_range"]):
-            raise _refuse(model, task, f"num_heads={a['num_heads']}, rgb_range={a['rgb_range']}: the head count is "
+        a = IPTArch.from_dict(model.arch)
+        if a.num_heads != 12 or float(a.rgb_range) != round(a.rgb_range):
+            raise _refuse(model, task, f"num_heads={a.num_heads}, rgb_range={a.rgb_range}: the head count is "
                           "not stored in the weights and the loaders assume 12 heads and an integer rgb_range")
         query = sd.pop(f"body.query_embed.{task}")
         out, unknown = _rename_keys(sd, _IPT_RULES, task)
         out["body.query_embed.weight"] = query.detach().reshape(1, -1).clone()
         seq = query.shape[0]
         out["body.position_encoding.position_ids"] = torch.arange(seq).expand(1, -1).clone()
-        mean = torch.tensor(DIV2K_MEAN) * a["rgb_range"]
+        mean = torch.tensor(DIV2K_MEAN) * a.rgb_range
         eye = torch.eye(3).view(3, 3, 1, 1)
         out.update({"sub_mean.weight": eye.clone(), "sub_mean.bias": -mean, "add_mean.weight": eye.clone(),
                     "add_mean.bias": mean.clone()})

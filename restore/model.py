@@ -92,7 +92,10 @@ class RestorationModel(
         self.heads = nn.ModuleDict()
         self.tails = nn.ModuleDict()
         self.body = self.family.build_body(self._family_arch, list(tasks))
+        # computed once here (and per task in `_build_task`), never per forward call
+        self._fixed_input_size = self.family.fixed_input_size(self._family_arch)
         self._scales: dict[str, int] = {}
+        self._pad_multiples: dict[str, int] = {}
         for task in tasks:
             self._build_task(task)
 
@@ -118,12 +121,19 @@ class RestorationModel(
     def _build_task(self, task: str) -> None:
         from tasks.registry import get_task  # validates the name with a message listing the valid forms
 
-        self._scales[task] = get_task(task).scale
-        self.heads[task] = self.family.build_head(self._family_arch, task)
-        if task == ARBITRARY_SCALE_TASK:
-            self.tails[task] = self._build_implicit_tail(self.heads[task], task)
-        else:
-            self.tails[task] = self.family.build_tail(self._family_arch, task)
+        try:  # all or nothing: a tail the architecture refuses must not leave its head behind
+            self._scales[task] = get_task(task).scale
+            self._pad_multiples[task] = self.family.pad_multiple(self._family_arch, task)
+            self.heads[task] = self.family.build_head(self._family_arch, task)
+            if task == ARBITRARY_SCALE_TASK:
+                self.tails[task] = self._build_implicit_tail(self.heads[task], task)
+            else:
+                self.tails[task] = self.family.build_tail(self._family_arch, task)
+        except BaseException:
+            for store in (self._scales, self._pad_multiples, self.heads, self.tails):
+                if task in store:
+                    del store[task]
+            raise
 
     def _build_implicit_tail(self, head: nn.Module, task: str) -> nn.Module:
         """The ``sr_any`` tail on the body's features; records its choices in ``arch`` (so in ``config.json``)."""
@@ -171,6 +181,7 @@ class RestorationModel(
             del self.heads[t]
             del self.tails[t]
             self._scales.pop(t)
+            self._pad_multiples.pop(t)
         if hasattr(self.body, "keep_tasks"):
             self.body.keep_tasks(list(tasks))
         return self
@@ -192,11 +203,12 @@ class RestorationModel(
 
     def pad_multiple(self, task: str) -> int:
         """Input height and width are reflect-padded to a multiple of this for ``task``."""
-        return self.family.pad_multiple(self._family_arch, task)
+        self._check_task(task)
+        return self._pad_multiples[task]
 
     def fixed_input_size(self) -> int | None:
         """The square input size the body needs (IPT: 48), or None if it takes any size."""
-        return self.family.fixed_input_size(self._family_arch)
+        return self._fixed_input_size
 
     def _forward_padded(self, x: torch.Tensor, task: str) -> torch.Tensor:
         """Pad to the task's multiple, run head -> body -> tail, crop to ``scale`` x the input size."""
@@ -422,6 +434,14 @@ class RestorationModel(
             map_location=map_location,
             **kwargs,
         )
+
+    def restorer(self, task: str, *, tile: int | None = None, overlap: int = 32, ensemble: bool = False,
+                 device: torch.device | str | None = None, scale: float | None = None) -> Any:
+        """This model as a callable lq -> restored for ``task`` (`restore.inference.restorer`): what
+        ``tasks.evaluate`` scores, so that ``tasks`` never imports this library."""
+        from restore.inference import restorer  # late: restore.inference imports this module
+
+        return restorer(self, task, tile=tile, overlap=overlap, ensemble=ensemble, device=device, scale=scale)
 
     def extra_repr(self) -> str:
         return f"variant={self.variant!r}, tasks={self.tasks}"

@@ -14,13 +14,19 @@ the head, body and tail modules, chosen in ``__init__``, never by branching on s
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import Any, Protocol
 
 from torch import nn
 
 
 class Family(Protocol):
-    """A body family: builds the modules of a `RestorationModel` from architecture kwargs."""
+    """A body family: builds the modules of a `RestorationModel` from architecture kwargs.
+
+    Each method takes the model's ``arch`` dict (its ``config.json`` entry) and turns it into the family's frozen
+    arch dataclass (`EDTArch`, `SwinIRArch`, `HATArch`, `IPTArch`) at this boundary; the modules only see that.
+    `RestorationModel` asks for ``pad_multiple`` and ``fixed_input_size`` once per task at construction.
+    """
 
     name: str
 
@@ -81,3 +87,25 @@ def check_number(family: str, key: str, value: Any, low: float, high: float | No
         hi = "" if high is None else f" and {'<=' if high_inclusive else '<'} {high}"
         raise arch_error(family, key, value, f"a number {lo}{hi}")
     return value
+
+
+def arch_from_dict(cls: type, family: str, arch: dict[str, Any], ignored: frozenset[str] = frozenset(),
+                   fixed: dict[str, Any] | None = None) -> Any:
+    """Build the frozen arch dataclass ``cls`` from a ``config.json`` arch dict, refusing what it cannot honour.
+
+    Official configs carry keys our bodies do not need (``img_size``: any size runs here): ``ignored`` keys are
+    accepted and dropped. ``fixed`` keys are accepted only at the one value we implement (IPT's published flags).
+    Any other key is refused, naming the valid ones, so a typo never silently becomes a default.
+    """
+    fixed = fixed or {}
+    valid = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(arch) - set(valid) - ignored - set(fixed))
+    if unknown:
+        accepted = ", ".join(sorted(ignored | set(fixed)))
+        raise ValueError(f"unknown {family} arch argument(s) {unknown}; valid: {', '.join(valid)}"
+                         + (f" (also accepted from official configs, without effect: {accepted})" if accepted else ""))
+    for key, only in fixed.items():
+        if key in arch and arch[key] != only:
+            raise ValueError(f"{family} arch {key}={arch[key]!r} is not supported: only {key}={only!r} "
+                             f"is implemented; drop the key or set it to {only!r}")
+    return cls(**{k: v for k, v in arch.items() if k in valid})

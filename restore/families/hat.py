@@ -13,15 +13,18 @@ Window helpers, the window attention and the SR tails are shared with SwinIR (`r
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
+from restore.families.base import arch_error, check_number
 from restore.families.swinir import (
-    SWINIR_DEFAULTS,
+    SwinIRArch,
     SwinIRBody,
     SwinIRFamily,
     ShiftMaskCache,
@@ -35,16 +38,35 @@ from restore.families.swinir import (
 from restore.layers import init_transformer_weights
 from restore.registry import register_family, register_variant
 
-__all__ = ["CAB", "HAB", "OCAB", "RHAG", "HATBody", "HATFamily"]
+__all__ = ["HATArch", "CAB", "HAB", "OCAB", "RHAG", "HATBody", "HATFamily"]
 
-# Official HAT keyword arguments and their defaults (`HAT.__init__`); published configs are the variants below.
-HAT_DEFAULTS: dict[str, Any] = {
-    **SWINIR_DEFAULTS,  # HAT.__init__ shares SwinIR's arguments and defaults, and adds the hybrid-attention ones
-    "compress_ratio": 3,
-    "squeeze_factor": 30,
-    "conv_scale": 0.01,
-    "overlap_ratio": 0.5,
-}
+@dataclass(frozen=True)
+class HATArch(SwinIRArch):
+    """Architecture arguments of the HAT family: SwinIR's (`HAT.__init__` shares them and their defaults) plus
+    the hybrid-attention ones. Published configurations are the variants below.
+
+    HAT's only upsampler is 'pixelshuffle' (scale-1 tasks, not in the official code, get SwinIR's image-residual
+    tail), and its residual connection is '1conv' or 'identity'.
+    """
+
+    family: ClassVar[str] = "hat"
+    upsamplers: ClassVar[tuple[str, ...]] = ("pixelshuffle",)
+    resi_connections: ClassVar[tuple[str, ...]] = ("1conv", "identity")
+
+    compress_ratio: float = 3
+    squeeze_factor: float = 30
+    conv_scale: float = 0.01
+    overlap_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        f, dim = self.family, self.embed_dim
+        for key in ("compress_ratio", "squeeze_factor"):  # CAB's channels are embed_dim // ratio
+            ratio = check_number(f, key, getattr(self, key), 0.0)
+            if dim // ratio < 1:
+                raise arch_error(f, key, ratio, f"a number <= embed_dim={dim} (CAB has embed_dim // {key} channels)")
+        check_number(f, "conv_scale", self.conv_scale, -math.inf)
+        check_number(f, "overlap_ratio", self.overlap_ratio, 0.0, low_inclusive=True)
 
 
 class CAB(nn.Module):
@@ -68,17 +90,17 @@ class CAB(nn.Module):
 class HAB(nn.Module):
     """Hybrid attention block: (shifted) window attention in parallel with a scaled CAB, then an MLP."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, a: dict[str, Any],
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, a: HATArch,
                  drop_path: float) -> None:
         super().__init__()
-        self.window_size, self.shift_size, self.conv_scale = window_size, shift_size, a["conv_scale"]
+        self.window_size, self.shift_size, self.conv_scale = window_size, shift_size, a.conv_scale
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, a["qkv_bias"], a["qk_scale"], a["attn_drop_rate"],
-                                    a["drop_rate"])
-        self.conv_block = CAB(dim, a["compress_ratio"], a["squeeze_factor"])
+        self.attn = WindowAttention(dim, window_size, num_heads, a.qkv_bias, a.qk_scale, a.attn_drop_rate,
+                                    a.drop_rate)
+        self.conv_block = CAB(dim, a.compress_ratio, a.squeeze_factor)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * a["mlp_ratio"]), act_layer=nn.GELU, drop=a["drop_rate"])
+        self.mlp = Mlp(dim, int(dim * a.mlp_ratio), act_layer=nn.GELU, drop=a.drop_rate)
 
     def forward(self, x: torch.Tensor, shift_mask: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
@@ -98,13 +120,13 @@ class HAB(nn.Module):
 class OCAB(nn.Module):
     """Overlapping cross-attention block: ws² queries per window attend to a centred, larger key/value window."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, a: dict[str, Any]) -> None:
+    def __init__(self, dim: int, num_heads: int, window_size: int, a: HATArch) -> None:
         super().__init__()
         self.dim, self.num_heads, self.window_size = dim, num_heads, window_size
-        self.overlap_win_size = int(window_size * a["overlap_ratio"]) + window_size
-        self.scale = a["qk_scale"] or (dim // num_heads) ** -0.5
+        self.overlap_win_size = int(window_size * a.overlap_ratio) + window_size
+        self.scale = a.qk_scale or (dim // num_heads) ** -0.5
         self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, dim * 3, bias=a["qkv_bias"])
+        self.qkv = nn.Linear(dim, dim * 3, bias=a.qkv_bias)
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((window_size + self.overlap_win_size - 1) ** 2, num_heads)
         )
@@ -113,7 +135,7 @@ class OCAB(nn.Module):
         )
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * a["mlp_ratio"]), act_layer=nn.GELU)
+        self.mlp = Mlp(dim, int(dim * a.mlp_ratio), act_layer=nn.GELU)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,19 +164,14 @@ class OCAB(nn.Module):
 class RHAG(nn.Module):
     """Residual hybrid attention group: HABs (alternately shifted), one OCAB, a conv, and a residual."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, a: dict[str, Any], drop_path: list[float]) -> None:
+    def __init__(self, dim: int, depth: int, num_heads: int, a: HATArch, drop_path: list[float]) -> None:
         super().__init__()
-        ws = a["window_size"]
+        ws = a.window_size
         self.blocks = nn.ModuleList(
             HAB(dim, num_heads, ws, 0 if i % 2 == 0 else ws // 2, a, drop_path[i]) for i in range(depth)
         )
         self.overlap_attn = OCAB(dim, num_heads, ws, a)
-        if a["resi_connection"] == "1conv":
-            self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
-        elif a["resi_connection"] == "identity":
-            self.conv = nn.Identity()
-        else:
-            raise ValueError(f"HAT resi_connection must be '1conv' or 'identity', got {a['resi_connection']!r}")
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if a.resi_connection == "1conv" else nn.Identity()
 
     def forward(self, x: torch.Tensor, shift_mask: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
@@ -168,21 +185,18 @@ class RHAG(nn.Module):
 class HATBody(nn.Module):
     """Shared HAT body: patch norm -> RHAGs -> LayerNorm -> conv_after_body, plus the long feature skip."""
 
-    def __init__(self, a: dict[str, Any]) -> None:
+    def __init__(self, a: HATArch) -> None:
         super().__init__()
-        dim, ws = a["embed_dim"], a["window_size"]
-        self.patch_norm = nn.LayerNorm(dim) if a["patch_norm"] else nn.Identity()
-        self.pos_drop = nn.Dropout(a["drop_rate"])
-        dpr = torch.linspace(0, a["drop_path_rate"], sum(a["depths"]), device="cpu").tolist()
-        starts = [sum(a["depths"][:i]) for i in range(len(a["depths"]))]
+        dim, ws = a.embed_dim, a.window_size
+        self.patch_norm = nn.LayerNorm(dim) if a.patch_norm else nn.Identity()
+        self.pos_drop = nn.Dropout(a.drop_rate)
+        dpr = torch.linspace(0, a.drop_path_rate, sum(a.depths), device="cpu").tolist()
+        starts = [sum(a.depths[:i]) for i in range(len(a.depths))]
         self.layers = nn.ModuleList(
-            RHAG(dim, d, h, a, dpr[s : s + d]) for d, h, s in zip(a["depths"], a["num_heads"], starts)
+            RHAG(dim, d, h, a, dpr[s : s + d]) for d, h, s in zip(a.depths, a.num_heads, starts)
         )
         self.norm = nn.LayerNorm(dim)
-        if a["resi_connection"] == "1conv":
-            self.conv_after_body = nn.Conv2d(dim, dim, 3, 1, 1)
-        else:
-            self.conv_after_body = nn.Identity()
+        self.conv_after_body = nn.Conv2d(dim, dim, 3, 1, 1) if a.resi_connection == "1conv" else nn.Identity()
         self.shift_masks = ShiftMaskCache(ws, ws // 2)
         self.apply(init_transformer_weights)
 
@@ -191,20 +205,11 @@ class HATBody(nn.Module):
 
 
 class HATFamily(SwinIRFamily):
-    """Builds HAT heads, body and tails from official HAT keyword arguments: SwinIR's head and tails, HAT's body.
-
-    Scale-1 tasks (not in the official code) get SwinIR's image-residual tail.
-    """
+    """Builds HAT heads, body and tails from official HAT keyword arguments: SwinIR's head and tails, HAT's body."""
 
     name = "hat"
-    defaults = HAT_DEFAULTS
+    arch_class = HATArch
     body_class = HATBody
-
-    def arch(self, arch: dict[str, Any]) -> dict[str, Any]:
-        a = super().arch(arch)
-        if a["upsampler"] != "pixelshuffle":
-            raise ValueError(f"HAT supports upsampler='pixelshuffle' only (as the official code), got {a['upsampler']!r}")
-        return a
 
 
 register_family(HATFamily())

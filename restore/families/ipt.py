@@ -19,55 +19,65 @@ Attention uses `F.scaled_dot_product_attention` in batch-first layout (the refer
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from restore.families.base import arch_error, check_int, check_number
+from restore.families.base import arch_error, arch_from_dict, check_int, check_number
 from restore.families.swinir import DIV2K_MEAN
 from restore.layers import PixelShuffleUpsample
 from restore.registry import register_family, register_variant
 from tasks.registry import get_task
 
-__all__ = ["IPTHead", "IPTTail", "IPTBody", "IPTFamily", "IPT_DEFAULTS", "IPT_OFFICIAL_TASKS"]
+__all__ = ["IPTArch", "IPTHead", "IPTTail", "IPTBody", "IPTFamily", "IPT_OFFICIAL_TASKS"]
 
-# Official defaults (`option.py` / spandrel `IPT.__init__`), the published configuration.
-IPT_DEFAULTS: dict[str, Any] = {
-    "patch_size": 48,
-    "patch_dim": 3,
-    "n_feats": 64,
-    "rgb_range": 255.0,
-    "num_heads": 12,
-    "num_layers": 12,
-    "dropout_rate": 0.0,
-}
-_IGNORED = {"n_colors", "scale", "num_queries", "mlp", "pos_every", "no_pos", "no_norm", "conv"}
+# Official options accepted without effect (our heads and tails are per task, RGB is checked by `_REQUIRED_FLAGS`)
+_IGNORED = frozenset({"scale", "num_queries", "conv"})
+# Official options accepted only at the published value, the one implemented here.
 _REQUIRED_FLAGS = {"mlp": True, "pos_every": False, "no_pos": False, "no_norm": False, "n_colors": 3}
 
 # The pretraining tasks of the official six-head model, in head order (`--scale 2+3+4+1+1+1`).
 IPT_OFFICIAL_TASKS = ("sr_x2", "sr_x3", "sr_x4", "denoise_g30", "denoise_g50", "derain")
 
 
-def resolve_ipt_arch(arch: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(arch) - set(IPT_DEFAULTS) - _IGNORED
-    if unknown:
-        raise ValueError(f"unknown ipt architecture argument(s) {sorted(unknown)}; valid: {sorted(IPT_DEFAULTS)}")
-    for key, value in _REQUIRED_FLAGS.items():
-        if key in arch and arch[key] != value:
-            raise ValueError(f"ipt: {key}={arch[key]!r} is not supported (only the published {key}={value!r})")
-    a = {**IPT_DEFAULTS, **{k: v for k, v in arch.items() if k in IPT_DEFAULTS}}
-    for key in ("patch_size", "patch_dim", "n_feats", "num_heads", "num_layers"):
-        check_int("ipt", key, a[key])
-    check_number("ipt", "rgb_range", a["rgb_range"], 0.0)
-    check_number("ipt", "dropout_rate", a["dropout_rate"], 0.0, 1.0, low_inclusive=True)
-    if (a["n_feats"] * a["patch_dim"] ** 2) % a["num_heads"]:
-        raise arch_error("ipt", "num_heads", a["num_heads"], f"a divisor of n_feats * patch_dim**2 = "
-                         f"{a['n_feats'] * a['patch_dim'] ** 2}")
-    if a["patch_size"] % a["patch_dim"]:
-        raise ValueError(f"ipt: patch_size {a['patch_size']} must be a multiple of patch_dim {a['patch_dim']}")
-    return a
+@dataclass(frozen=True)
+class IPTArch:
+    """Architecture arguments of the IPT family: the official options (`option.py` / spandrel `IPT.__init__`)
+    with their published defaults. ``patch_size`` is the fixed square input of the body, cut into
+    ``patch_dim`` x ``patch_dim`` patches.
+    """
+
+    patch_size: int = 48
+    patch_dim: int = 3
+    n_feats: int = 64
+    rgb_range: float = 255.0
+    num_heads: int = 12
+    num_layers: int = 12
+    dropout_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("patch_size", "patch_dim", "n_feats", "num_heads", "num_layers"):
+            check_int("ipt", key, getattr(self, key))
+        check_number("ipt", "rgb_range", self.rgb_range, 0.0)
+        check_number("ipt", "dropout_rate", self.dropout_rate, 0.0, 1.0, low_inclusive=True)
+        if self.token_dim % self.num_heads:
+            raise arch_error("ipt", "num_heads", self.num_heads, f"a divisor of n_feats * patch_dim**2 = "
+                             f"{self.token_dim}")
+        if self.patch_size % self.patch_dim:
+            raise arch_error("ipt", "patch_size", self.patch_size, f"a multiple of patch_dim={self.patch_dim}")
+
+    @property
+    def token_dim(self) -> int:
+        """Width of a transformer token: one flattened patch_dim x patch_dim patch of n_feats channels."""
+        return self.n_feats * self.patch_dim**2
+
+    @classmethod
+    def from_dict(cls, arch: dict[str, Any]) -> "IPTArch":
+        """From a ``config.json`` arch (official options such as ``scale`` accepted and ignored)."""
+        return arch_from_dict(cls, "ipt", arch, _IGNORED, _REQUIRED_FLAGS)
 
 
 class ResBlock(nn.Module):
@@ -187,18 +197,18 @@ class IPTBody(nn.Module):
 
     task_conditioned = True  # RestorationModel.forward_multi must not mix tasks in one body pass
 
-    def __init__(self, a: dict[str, Any], tasks: list[str]) -> None:
+    def __init__(self, a: IPTArch, tasks: list[str]) -> None:
         super().__init__()
-        c, p = a["n_feats"], a["patch_dim"]
-        self.patch_dim, self.image_size = p, a["patch_size"]
-        self.seq_len = (a["patch_size"] // p) ** 2
-        dim, hidden, drop = c * p * p, c * p * p * 4, a["dropout_rate"]
+        p = a.patch_dim
+        self.patch_dim, self.image_size = p, a.patch_size
+        self.seq_len = (a.patch_size // p) ** 2
+        dim, hidden, drop = a.token_dim, a.token_dim * 4, a.dropout_rate
         self.dim = dim
         self.linear_encoding = nn.Linear(dim, dim)
         self.pos_embed = nn.Parameter(torch.randn(self.seq_len, dim))  # nn.Embedding's N(0, 1) init
         self.query_embed = nn.ParameterDict({t: self._new_query() for t in tasks})
-        self.encoder = nn.ModuleList(EncoderLayer(dim, a["num_heads"], hidden, drop) for _ in range(a["num_layers"]))
-        self.decoder = nn.ModuleList(DecoderLayer(dim, a["num_heads"], hidden, drop) for _ in range(a["num_layers"]))
+        self.encoder = nn.ModuleList(EncoderLayer(dim, a.num_heads, hidden, drop) for _ in range(a.num_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(dim, a.num_heads, hidden, drop) for _ in range(a.num_layers))
         self.mlp_head = nn.Sequential(nn.Linear(dim, hidden), nn.Dropout(drop), nn.ReLU(), nn.Linear(hidden, dim),
                                       nn.Dropout(drop))
         self.dropout = nn.Dropout(drop)
@@ -244,27 +254,27 @@ class IPTBody(nn.Module):
 
 
 class IPTFamily:
-    """Builds IPT heads, body and tails from official IPT keyword arguments."""
+    """Builds IPT heads, body and tails from official IPT keyword arguments (the arch dict, as `IPTArch`)."""
 
     name = "ipt"
 
     def build_body(self, arch: dict[str, Any], tasks: list[str]) -> nn.Module:
-        return IPTBody(resolve_ipt_arch(arch), tasks)
+        return IPTBody(IPTArch.from_dict(arch), tasks)
 
     def build_head(self, arch: dict[str, Any], task: str) -> nn.Module:
-        a = resolve_ipt_arch(arch)
-        return IPTHead(a["n_feats"], a["rgb_range"])
+        a = IPTArch.from_dict(arch)
+        return IPTHead(a.n_feats, a.rgb_range)
 
     def build_tail(self, arch: dict[str, Any], task: str) -> nn.Module:
-        a = resolve_ipt_arch(arch)
-        return IPTTail(a["n_feats"], get_task(task).scale, a["rgb_range"])
+        a = IPTArch.from_dict(arch)
+        return IPTTail(a.n_feats, get_task(task).scale, a.rgb_range)
 
     def pad_multiple(self, arch: dict[str, Any], task: str) -> int:
         # every body call must see exactly patch_size x patch_size: a short edge tile is padded up to it
-        return int(resolve_ipt_arch(arch)["patch_size"])
+        return IPTArch.from_dict(arch).patch_size
 
     def fixed_input_size(self, arch: dict[str, Any]) -> int | None:
-        return int(resolve_ipt_arch(arch)["patch_size"])
+        return IPTArch.from_dict(arch).patch_size
 
 
 register_family(IPTFamily())

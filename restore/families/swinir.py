@@ -21,8 +21,9 @@ The window helpers, `WindowAttention` and `SwinBlock` here are reused by the HAT
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +31,13 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
 from tasks.registry import get_task
-from restore.families.base import arch_error, check_int, check_ints, check_number
+from restore.families.base import arch_error, arch_from_dict, check_int, check_ints, check_number
 from restore.layers import PixelShuffleUpsample, init_transformer_weights, use_fused_attention, window_sdpa
 from restore.registry import register_family, register_variant
 
 __all__ = [
     "DIV2K_MEAN",
+    "SwinIRArch",
     "window_partition",
     "window_reverse",
     "relative_position_index",
@@ -52,70 +54,76 @@ __all__ = [
 # RGB mean of DIV2K, subtracted by the SwinIR, HAT and IPT reference code (`rgb_mean` in each repository).
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 
-# Official SwinIR keyword arguments that we accept and their defaults (official `SwinIR.__init__`); the classical
-# SR configuration of the paper is registered as the variant `swinir_m`.
-SWINIR_DEFAULTS: dict[str, Any] = {
-    "embed_dim": 96,
-    "depths": (6, 6, 6, 6),
-    "num_heads": (6, 6, 6, 6),
-    "window_size": 7,
-    "mlp_ratio": 4.0,
-    "qkv_bias": True,
-    "qk_scale": None,
-    "drop_rate": 0.0,
-    "attn_drop_rate": 0.0,
-    "drop_path_rate": 0.1,
-    "patch_norm": True,
-    "img_range": 1.0,
-    "upsampler": "pixelshuffle",
-    "resi_connection": "1conv",
-    "num_feat": 64,
-}
-# Accepted for compatibility with official configs but without effect here (our bodies take any input size).
-_IGNORED = {"img_size", "patch_size", "in_chans", "upscale", "use_checkpoint", "norm_layer"}
-_UNSUPPORTED = {"ape": False, "start_unshuffle": 1}
+# Official keys accepted for compatibility but without effect here (our bodies take any input size, RGB only).
+_IGNORED = frozenset({"img_size", "patch_size", "upscale", "use_checkpoint", "norm_layer"})
+# Official keys accepted only at the one value implemented here.
+_UNSUPPORTED = {"ape": False, "start_unshuffle": 1, "in_chans": 3}
 
 
-def resolve_arch(arch: dict[str, Any], defaults: dict[str, Any], family: str) -> dict[str, Any]:
-    """Merge ``arch`` over ``defaults``; raise on unknown or unsupported keys (a typo must not become a default)."""
-    unknown = set(arch) - set(defaults) - _IGNORED - set(_UNSUPPORTED)
-    if unknown:
-        raise ValueError(
-            f"unknown {family} architecture argument(s) {sorted(unknown)}; valid: {sorted(defaults)}"
-        )
-    for key, supported in _UNSUPPORTED.items():
-        if key in arch and arch[key] != supported:
-            raise ValueError(f"{family}: {key}={arch[key]!r} is not supported (only {supported!r})")
-    if arch.get("in_chans", 3) != 3:
-        raise ValueError(f"{family}: only RGB models (in_chans=3) are supported, got in_chans={arch['in_chans']}")
-    out = {**defaults, **{k: v for k, v in arch.items() if k in defaults}}
-    _check_window_arch(out, family)
-    return out
+@dataclass(frozen=True)
+class SwinIRArch:
+    """Architecture arguments of the SwinIR family: the official ``SwinIR.__init__`` keywords and defaults.
 
+    The classical SR configuration of the paper is the variant ``swinir_m``. ``num_heads`` may be one int for
+    every group; ``depths``/``num_heads`` come back from JSON as lists and are kept as tuples. ``upsampler`` ``""``
+    is the official setting of scale-1 (denoising) models, whose tail has no upsampler.
+    """
 
-def _check_window_arch(a: dict[str, Any], family: str) -> None:
-    """Check the values of a resolved SwinIR/HAT arch (in place: depths/num_heads become tuples), before any
-    module is built, so ``window_size: 0`` or heads that do not divide ``embed_dim`` name the key."""
-    a["depths"] = check_ints(family, "depths", a["depths"])
-    heads = a["num_heads"]
-    a["num_heads"] = (check_int(family, "num_heads", heads),) * len(a["depths"]) if isinstance(heads, int) else (
-        check_ints(family, "num_heads", heads, length=len(a["depths"])))
-    dim = check_int(family, "embed_dim", a["embed_dim"])
-    if any(dim % h for h in a["num_heads"]):
-        raise arch_error(family, "num_heads", list(a["num_heads"]), f"head counts that divide embed_dim={dim}")
-    check_int(family, "window_size", a["window_size"])
-    check_int(family, "num_feat", a["num_feat"])
-    for key in ("mlp_ratio", "img_range"):
-        check_number(family, key, a[key], 0.0)
-    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
-        check_number(family, key, a[key], 0.0, 1.0, low_inclusive=True)
-    if a["qk_scale"] is not None:
-        check_number(family, "qk_scale", a["qk_scale"], 0.0)
-    for key in ("compress_ratio", "squeeze_factor"):  # HAT only
-        if key in a:
-            check_number(family, key, a[key], 0.0)
-    if "overlap_ratio" in a:
-        check_number(family, "overlap_ratio", a["overlap_ratio"], 0.0, low_inclusive=True)
+    family: ClassVar[str] = "swinir"
+    upsamplers: ClassVar[tuple[str, ...]] = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
+    resi_connections: ClassVar[tuple[str, ...]] = ("1conv", "3conv")
+
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (6, 6, 6, 6)
+    num_heads: tuple[int, ...] = (6, 6, 6, 6)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_scale: float | None = None
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    patch_norm: bool = True
+    img_range: float = 1.0
+    upsampler: str = "pixelshuffle"
+    resi_connection: str = "1conv"
+    num_feat: int = 64
+
+    def __post_init__(self) -> None:
+        # every value is checked before a module is built, so `window_size: 0` or heads that do not divide
+        # embed_dim fail naming the key instead of deep inside a layer
+        f = self.family
+        depths = check_ints(f, "depths", self.depths)
+        heads = self.num_heads
+        heads = (check_int(f, "num_heads", heads),) * len(depths) if isinstance(heads, int) else (
+            check_ints(f, "num_heads", heads, length=len(depths)))
+        object.__setattr__(self, "depths", depths)
+        object.__setattr__(self, "num_heads", heads)
+        dim = check_int(f, "embed_dim", self.embed_dim)
+        if any(dim % h for h in heads):
+            raise arch_error(f, "num_heads", list(heads), f"head counts that divide embed_dim={dim}")
+        check_int(f, "window_size", self.window_size)
+        check_int(f, "num_feat", self.num_feat)
+        for key in ("mlp_ratio", "img_range"):
+            check_number(f, key, getattr(self, key), 0.0)
+        for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            check_number(f, key, getattr(self, key), 0.0, 1.0, low_inclusive=True)
+        if self.qk_scale is not None:
+            check_number(f, "qk_scale", self.qk_scale, 0.0)
+        for key in ("qkv_bias", "patch_norm"):
+            if not isinstance(getattr(self, key), bool):
+                raise arch_error(f, key, getattr(self, key), "true or false")
+        for key, choices in (("upsampler", self.upsamplers), ("resi_connection", self.resi_connections)):
+            if getattr(self, key) not in choices:
+                raise arch_error(f, key, getattr(self, key), "one of " + ", ".join(map(repr, choices)))
+        if self.resi_connection == "3conv" and dim < 4:
+            raise arch_error(f, "embed_dim", dim, "an integer >= 4 with resi_connection='3conv' (its bottleneck "
+                             "has embed_dim // 4 channels)")
+
+    @classmethod
+    def from_dict(cls, arch: dict[str, Any]) -> "SwinIRArch":
+        """From a ``config.json`` arch (official keys such as ``img_size`` accepted and ignored)."""
+        return arch_from_dict(cls, cls.family, arch, _IGNORED, _UNSUPPORTED)
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -321,18 +329,19 @@ class SwinBlock(nn.Module):
 
 
 def residual_conv(dim: int, kind: str) -> nn.Module:
-    """The conv closing each residual group: one 3x3 conv ('1conv') or SwinIR's bottleneck of three ('3conv')."""
+    """The conv closing each residual group: one 3x3 conv ('1conv') or SwinIR's bottleneck of three ('3conv').
+
+    ``kind`` was checked by `SwinIRArch`.
+    """
     if kind == "1conv":
         return nn.Conv2d(dim, dim, 3, 1, 1)
-    if kind == "3conv":
-        return nn.Sequential(
-            nn.Conv2d(dim, dim // 4, 3, 1, 1),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim // 4, dim // 4, 1, 1, 0),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim // 4, dim, 3, 1, 1),
-        )
-    raise ValueError(f"resi_connection must be '1conv' or '3conv', got {kind!r}")
+    return nn.Sequential(
+        nn.Conv2d(dim, dim // 4, 3, 1, 1),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(dim // 4, dim // 4, 1, 1, 0),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(dim // 4, dim, 3, 1, 1),
+    )
 
 
 class RSTB(nn.Module):
@@ -359,21 +368,21 @@ class RSTB(nn.Module):
 class SwinIRBody(nn.Module):
     """Shared SwinIR body: (patch norm) -> RSTBs -> LayerNorm -> conv_after_body, plus the long feature skip."""
 
-    def __init__(self, a: dict[str, Any]) -> None:
+    def __init__(self, a: SwinIRArch) -> None:
         super().__init__()
-        dim, ws = a["embed_dim"], a["window_size"]
+        dim, ws = a.embed_dim, a.window_size
         self.window_size = ws
-        self.patch_norm = nn.LayerNorm(dim) if a["patch_norm"] else nn.Identity()
-        self.pos_drop = nn.Dropout(a["drop_rate"])
-        dpr = torch.linspace(0, a["drop_path_rate"], sum(a["depths"]), device="cpu").tolist()  # stochastic depth decay
-        starts = [sum(a["depths"][:i]) for i in range(len(a["depths"]))]
+        self.patch_norm = nn.LayerNorm(dim) if a.patch_norm else nn.Identity()
+        self.pos_drop = nn.Dropout(a.drop_rate)
+        dpr = torch.linspace(0, a.drop_path_rate, sum(a.depths), device="cpu").tolist()  # stochastic depth decay
+        starts = [sum(a.depths[:i]) for i in range(len(a.depths))]
         self.layers = nn.ModuleList(
-            RSTB(dim, d, h, ws, dpr[s : s + d], a["resi_connection"], mlp_ratio=a["mlp_ratio"],
-                 qkv_bias=a["qkv_bias"], qk_scale=a["qk_scale"], drop=a["drop_rate"], attn_drop=a["attn_drop_rate"])
-            for d, h, s in zip(a["depths"], a["num_heads"], starts)
+            RSTB(dim, d, h, ws, dpr[s : s + d], a.resi_connection, mlp_ratio=a.mlp_ratio,
+                 qkv_bias=a.qkv_bias, qk_scale=a.qk_scale, drop=a.drop_rate, attn_drop=a.attn_drop_rate)
+            for d, h, s in zip(a.depths, a.num_heads, starts)
         )
         self.norm = nn.LayerNorm(dim)
-        self.conv_after_body = residual_conv(dim, a["resi_connection"])
+        self.conv_after_body = residual_conv(dim, a.resi_connection)
         self.shift_masks = ShiftMaskCache(ws, ws // 2)
         self.apply(init_transformer_weights)
 
@@ -468,47 +477,52 @@ class ImageResidualTail(_Denormalise):
         return self.denormalise((x - self.mean) * self.img_range + self.conv_last(feat))
 
 
-def build_window_tail(a: dict[str, Any], task: str) -> nn.Module:
+def build_window_tail(a: SwinIRArch, task: str) -> nn.Module:
     """Tail for ``task`` shared by SwinIR and HAT: the arch's SR upsampler, or the image residual for scale 1."""
     t = get_task(task)
-    dim, img_range = a["embed_dim"], a["img_range"]
+    dim, img_range = a.embed_dim, a.img_range
     if t.scale == 1:
         return ImageResidualTail(dim, img_range)
-    up = a["upsampler"]
-    if up == "pixelshuffle":
-        return PixelShuffleTail(dim, a["num_feat"], t.scale, img_range)
-    if up == "pixelshuffledirect":
+    if a.upsampler == "pixelshuffle":
+        return PixelShuffleTail(dim, a.num_feat, t.scale, img_range)
+    if a.upsampler == "pixelshuffledirect":
         return PixelShuffleDirectTail(dim, t.scale, img_range)
-    if up == "nearest+conv":
-        return NearestConvTail(dim, a["num_feat"], t.scale, img_range)
-    raise ValueError(f"upsampler must be 'pixelshuffle', 'pixelshuffledirect' or 'nearest+conv', got {up!r}")
+    if a.upsampler == "nearest+conv":
+        return NearestConvTail(dim, a.num_feat, t.scale, img_range)
+    raise ValueError(f"{a.family} arch upsampler='' (the official setting of scale-1 models) has no SR tail for "
+                     f"task {task!r}; set upsampler to 'pixelshuffle', 'pixelshuffledirect' or 'nearest+conv'")
 
 
 # ------------------------------------------------------------------------------------------------------ family
 
 
 class SwinIRFamily:
-    """Builds SwinIR heads, body and tails from official SwinIR keyword arguments (HAT reuses all but the body)."""
+    """Builds SwinIR heads, body and tails from official SwinIR keyword arguments (HAT reuses all but the body).
+
+    The arch dict of `RestorationModel` (its ``config.json``) is turned into the family's arch dataclass once per
+    build call; the modules only ever see the dataclass.
+    """
 
     name = "swinir"
-    defaults = SWINIR_DEFAULTS
+    arch_class: type[SwinIRArch] = SwinIRArch
     body_class: type[nn.Module] = SwinIRBody
 
-    def arch(self, arch: dict[str, Any]) -> dict[str, Any]:
-        return resolve_arch(arch, self.defaults, self.name)
+    def config(self, arch: dict[str, Any]) -> SwinIRArch:
+        """The validated arch dataclass of an arch dict."""
+        return self.arch_class.from_dict(arch)
 
     def build_body(self, arch: dict[str, Any], tasks: list[str]) -> nn.Module:
-        return self.body_class(self.arch(arch))
+        return self.body_class(self.config(arch))
 
     def build_head(self, arch: dict[str, Any], task: str) -> nn.Module:
-        a = self.arch(arch)
-        return MeanShiftHead(a["embed_dim"], a["img_range"])
+        a = self.config(arch)
+        return MeanShiftHead(a.embed_dim, a.img_range)
 
     def build_tail(self, arch: dict[str, Any], task: str) -> nn.Module:
-        return build_window_tail(self.arch(arch), task)
+        return build_window_tail(self.config(arch), task)
 
     def pad_multiple(self, arch: dict[str, Any], task: str) -> int:
-        return int(self.arch(arch)["window_size"])
+        return self.config(arch).window_size
 
     def fixed_input_size(self, arch: dict[str, Any]) -> int | None:
         return None
