@@ -1,8 +1,9 @@
 """The results picture: input (nearest-neighbour upscaled), output and ground truth of one crop, side by side.
 
-The crop comes from the first image of a validation benchmark, read the way ``tasks.evaluate`` reads it
-(``HR/`` + ``LR_bicubic/X<s>/`` when stored, otherwise the task's degradation of the HR image; ``rainy/`` +
-``norain/`` for deraining), so a person sees what the numbers in the card mean.
+The crop comes from the first image of a validation benchmark, read by ``tasks.evaluate``'s own reader
+(`tasks.evaluate.benchmark_pairs`: ``HR/`` + ``LR_bicubic/X<s>/`` when stored, otherwise MATLAB bicubic of the HR
+image; the protocol's seed-0 noise; ``rainy/`` + ``norain/`` for deraining), so a person sees what the numbers in
+the card mean.
 """
 
 from __future__ import annotations
@@ -12,50 +13,24 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tasks.evaluate import benchmark_root, list_benchmarks
-from tasks.io import list_images, read_image, save_image
+from tasks.evaluate import benchmark_pairs
+from tasks.io import save_image
 from tasks.metrics import psnr
 from tasks.registry import get_task
 
 __all__ = ["first_pair", "comparison_picture"]
 
-_ALIASES = {"b100": "bsd100"}
 
-
-def _benchmark_folder(benchmark: str, root: str | None) -> Path:
-    as_path = Path(benchmark).expanduser()
-    if as_path.is_dir():
-        return as_path
-    base = benchmark_root(root)
-    wanted = _ALIASES.get(benchmark.lower(), benchmark.lower())
-    for name in list_benchmarks(base):
-        if name.lower() == wanted:
-            return base / name
-    raise ValueError(f"unknown benchmark {benchmark!r}; available under {base}: {', '.join(list_benchmarks(base))}")
+def first_pair(benchmark: str, task: str, root: str | None = None) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """(name, lq (3, h, w), gt (3, H, W)) of the first image of ``benchmark`` for ``task``: the pair
+    ``tasks.evaluate`` scores first (`tasks.evaluate.benchmark_pairs`), grayscale replicated to RGB; floats in
+    [0, 1], except the denoising input, unclipped as evaluation gives it."""
+    name, lq, gt = next(benchmark_pairs(benchmark, task, root=root, limit=1))
+    return name, _rgb(lq[0]), _rgb(gt[0])
 
 
 def _rgb(x: torch.Tensor) -> torch.Tensor:
     return x.expand(3, -1, -1) if x.shape[0] == 1 else x
-
-
-def first_pair(benchmark: str, task: str, root: str | None = None) -> tuple[str, torch.Tensor, torch.Tensor]:
-    """(name, lq (3, h, w), gt (3, H, W)) of the first image of ``benchmark`` for ``task``, floats in [0, 1]."""
-    t = get_task(task)
-    folder = _benchmark_folder(benchmark, root)
-    if t.kind == "derain" and (folder / "rainy").is_dir() and (folder / "norain").is_dir():
-        clean = list_images(folder / "norain")[0]
-        return clean.stem, _rgb(read_image(folder / "rainy" / clean.name)), _rgb(read_image(clean))
-    hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
-    hr_path = list_images(hr_dir)[0]
-    gt = _rgb(read_image(hr_path))
-    if t.kind == "sr":
-        s = t.scale
-        gt = gt[:, : gt.shape[1] - gt.shape[1] % s, : gt.shape[2] - gt.shape[2] % s]  # mod-crop
-        stored = sorted((folder / "LR_bicubic" / f"X{s}").glob(f"{hr_path.stem}x{s}.*"))
-        if stored:
-            return hr_path.stem, _rgb(read_image(stored[0])), gt
-    lq = t.degrade(gt[None], generator=torch.Generator().manual_seed(0))[0].clamp(0, 1)
-    return hr_path.stem, lq, gt
 
 
 def _label_strip(labels: list[str], width: int, gap: int, height: int = 14) -> torch.Tensor:

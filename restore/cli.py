@@ -431,7 +431,10 @@ def _main(argv: list[str]) -> int:
     if command == "run":
         return run_main(rest)
     if command == "eval":
-        return _dispatch("tasks.cli", "eval_main", rest, "restore eval")
+        from restore.model import RestorationModel
+        from tasks.cli import eval_main
+
+        return int(eval_main(rest, load_model=RestorationModel.from_pretrained) or 0)
     if command == "convert":
         return _dispatch("restore.convert", "convert_main", rest, "restore convert")
     if command == "export":

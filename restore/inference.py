@@ -26,8 +26,11 @@ import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from restore.model import RestorationModel
+    from tasks.registry import Task
 
-__all__ = ["restore_image", "tiled_forward", "tiled_query", "self_ensemble", "round_tile", "resolve_dtype"]
+__all__ = [
+    "restore_image", "restorer", "tiled_forward", "tiled_query", "self_ensemble", "round_tile", "resolve_dtype",
+]
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -476,3 +479,81 @@ def restore_image(
                 else " (check the weights, or try another --dtype)")
         raise FloatingPointError(f"the model's output for this image holds NaN or infinite values{hint}")
     return _to_output(y, layout, fixed_scale)
+
+
+# ------------------------------------------------------------------------------------- restorers for evaluation
+
+
+class _Restorer:
+    """``restorer(lq)``: (1, C, h, w) float in [0, 1] -> (1, C', H, W) float; ``lq_channels`` is the C it needs
+    (3 for a model, which restores RGB; None: any), so `tasks.evaluate` knows to replicate grayscale."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], lq_channels: int | None) -> None:
+        self._fn, self.lq_channels = fn, lq_channels
+
+    def __call__(self, lq: torch.Tensor) -> torch.Tensor:
+        return self._fn(lq)
+
+
+def restorer(
+    model: "RestorationModel | Callable[[torch.Tensor], torch.Tensor]",
+    task: "str | Task",
+    *,
+    tile: int | None = None,
+    overlap: int = 32,
+    ensemble: bool = False,
+    device: torch.device | str | None = None,
+    scale: float | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable lq (1, C, h, w) float -> restored (1, C, H, W) float for ``task``, with the inference options bound.
+
+    This is what `tasks.evaluate` scores (through ``RestorationModel.restorer``): tasks cannot import this library,
+    so the library hands it a plain function. It also tiles and ensembles any plain callable, which evaluate runs
+    as it is: ``tasks.evaluate(restorer(fn, "sr_x4", tile=128), "Set5", "sr_x4")``.
+
+    Args:
+        model: a `RestorationModel` (run through `restore_image`), or a callable lq -> restored (float in [0, 1]
+            or uint8, which is turned into float) with the task's fixed scale.
+        task: the task name or ``tasks.Task``; one of ``model.tasks`` for a model.
+        tile, overlap, ensemble, device: as in `restore_image` (for a callable: `tiled_forward` without a window
+            multiple, `self_ensemble`, and the device its input is moved to).
+        scale: for ``sr_any``: the output scale (default: the task's registered scale, the one its benchmark pairs
+            are made at).
+
+    Returns:
+        The callable; its ``lq_channels`` attribute is 3 for a model (grayscale must be replicated), None otherwise.
+    """
+    from restore.model import RestorationModel  # late: the model module imports this one
+    from tasks.registry import get_task
+
+    task = get_task(task) if isinstance(task, str) else task
+    if isinstance(model, RestorationModel):
+        if task.name not in model.tasks:
+            raise ValueError(f"the model serves tasks {list(model.tasks)}, not {task.name!r}")
+        if task.name == "sr_any" and scale is None:
+            scale = task.scale
+
+        def run_model(lq: torch.Tensor) -> torch.Tensor:
+            return restore_image(model, lq, task.name, tile=tile, overlap=overlap, ensemble=ensemble, device=device,
+                                 scale=scale)
+
+        return _Restorer(run_model, 3)
+    if not callable(model):
+        raise TypeError(f"restorer needs a RestorationModel or a callable lq -> restored, got {type(model).__name__}")
+    if scale is not None:
+        raise ValueError("scale= is for a RestorationModel serving 'sr_any'; a callable runs at the task's scale")
+
+    def as_float(x: torch.Tensor) -> torch.Tensor:
+        y = model(x)
+        return y.float() / 255 if y.dtype == torch.uint8 else y.float()
+
+    def tiled(x: torch.Tensor) -> torch.Tensor:
+        return tiled_forward(as_float, x, task.scale, tile, overlap, device=device)
+
+    def run_callable(lq: torch.Tensor) -> torch.Tensor:
+        fn = tiled if tile is not None else as_float
+        x = lq.to(device) if device is not None and tile is None else lq
+        with torch.no_grad():
+            return self_ensemble(fn, x) if ensemble else fn(x)
+
+    return _Restorer(run_callable, None)

@@ -6,10 +6,11 @@
     lq = tasks.get_task("realsr_x4").degrade(hr, g) # Real-ESRGAN / BSRGAN blind pipelines (tasks.blind)
     tasks.psnr(sr, hr, crop_border=4, y_channel=True)
     result = tasks.evaluate(model_or_callable, "Set5", "sr_x4")   # .psnr .ssim .per_image
+    name, lq, gt = next(tasks.benchmark_pairs("Set5", "sr_x4"))  # the pairs evaluate scores, read its way
 """
 
 from tasks import blind, degradations
-from tasks.evaluate import EvalResult, benchmark_root, evaluate, list_benchmarks
+from tasks.evaluate import EvalResult, benchmark_pairs, benchmark_root, evaluate, list_benchmarks
 from tasks.imresize import imresize
 from tasks.io import read_image, save_image
 from tasks.metrics import psnr, ssim
@@ -19,6 +20,7 @@ __all__ = [
     "COMMON_TASKS",
     "EvalResult",
     "Task",
+    "benchmark_pairs",
     "benchmark_root",
     "blind",
     "degradations",

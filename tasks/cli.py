@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from tasks.errors import InputError, at_least, check_device
 from tasks.io import atomic_path
@@ -97,8 +98,12 @@ def _write_json(path: str, payload: dict) -> None:
         tmp.write_text(json.dumps(payload, indent=2))
 
 
-def eval_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``restore eval``; returns the exit status."""
+def eval_main(argv: list[str] | None = None, load_model: Callable[..., Any] | None = None) -> int:
+    """Entry point of ``restore eval``; returns the exit status.
+
+    ``load_model(name_or_path, revision=, map_location=)`` loads ``--model``: the model library passes its
+    ``RestorationModel.from_pretrained`` (``restore.cli``), so this package never imports it.
+    """
     args = build_parser().parse_args(argv)
     if args.threads is not None:
         import torch
@@ -114,22 +119,24 @@ def eval_main(argv: list[str] | None = None) -> int:
             _check_output(args.output)
         model = None
         if args.model:
-            import restore  # late: the baseline needs no model library
-
-            model = restore.RestorationModel.from_pretrained(args.model, revision=args.revision,
-                                                             map_location=device or "cpu")
+            if load_model is None:
+                raise InputError("--model needs the model library: run it as `restore eval --model ...`")
+            model = load_model(args.model, revision=args.revision, map_location=device or "cpu")
             model.eval()
             missing = [t.name for t in task_objs if t.name not in list(model.tasks)]
             if missing:
                 raise InputError(f"the model serves {list(model.tasks)}; it has no head for {missing}")
+        elif args.tile or args.ensemble:
+            raise InputError("--tile and --ensemble are inference options of --model; the bicubic baseline takes "
+                             "neither")
         results = []
         for bench in args.benchmark:
             for task in task_objs:
                 restorer = model if model is not None else bicubic_baseline(task)
                 results.append(
                     evaluate(
-                        restorer, bench, task, root=args.root, tile=args.tile, overlap=args.overlap,
-                        ensemble=args.ensemble, device=device, limit=args.limit, round_y=args.round_y,
+                        restorer, bench, task, root=args.root, device=device,
+                        **({"tile": args.tile, "overlap": args.overlap, "ensemble": args.ensemble} if model else {}), limit=args.limit, round_y=args.round_y,
                         skip_unreadable=True,
                     )
                 )

@@ -7,9 +7,14 @@
   float HR, not clipped, not quantised; RGB PSNR/SSIM, no crop.
 - Deraining: paired ``rainy/`` + ``norain/`` folders (Rain100H layout), Y channel, no crop. A folder of clean images
   only gets synthetic rain with a seed-0 generator per image instead.
-Outputs are clamped and rounded to uint8 before scoring. Grayscale images (Set14's bridge.png, Set12) are scored on
-their own channel; models that need RGB get the channel replicated and their output is turned back into gray with
-BT.601 weights.
+`benchmark_pairs` is the one reader of these pairs: `evaluate` scores what it yields, and anything else that shows or
+trains on benchmark images (the fine-tuning picture, the demo) reads them through it.
+
+A model is scored through the restorer it builds itself (``model.restorer(task=, tile=, overlap=, ensemble=,
+device=)``, ``restore.inference.restorer`` for a ``RestorationModel``): tasks sits below the model library and never
+imports it. Outputs are clamped and rounded to uint8 before scoring. Grayscale images (Set14's bridge.png, Set12)
+are scored on their own channel; models that need RGB get the channel replicated and their output is turned back
+into gray with BT.601 weights.
 
 Benchmarks live in one folder per dataset under the benchmark root: ``root`` if given, else the ``RESTORE_BENCHMARKS``
 environment variable, else ``../shared/benchmarks`` from the current directory, else ``../shared/benchmarks`` next
@@ -23,12 +28,13 @@ image) file, or an image smaller than the protocol can score (SSIM's 11x11 windo
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -37,10 +43,11 @@ from tasks.errors import InputError, check_device
 from tasks.imresize import imresize
 from tasks.io import list_images, read_image_raw, to_uint8
 from tasks.metrics import psnr, ssim
-from tasks.registry import Task, get_task
+from tasks.registry import Task, TaskKind, get_task
 
 __all__ = [
-    "EvalResult", "benchmark_root", "list_benchmarks", "evaluate", "bicubic_baseline", "ENV_VAR",
+    "EvalResult", "BenchmarkPairs", "benchmark_root", "benchmark_pairs", "list_benchmarks", "evaluate",
+    "bicubic_baseline", "ENV_VAR",
 ]
 
 ENV_VAR = "RESTORE_BENCHMARKS"
@@ -131,60 +138,36 @@ class EvalResult:
 def bicubic_baseline(task: str | Task) -> Callable[[torch.Tensor], torch.Tensor]:
     """The no-model baseline: MATLAB bicubic upscaling for SR (uint8 in, uint8 out), the input itself otherwise."""
     task = get_task(task) if isinstance(task, str) else task
-    if task.kind != "sr":
+    if task.kind is not TaskKind.SR:
         return lambda lq: lq
     return lambda lq: imresize(to_uint8(lq), task.scale)
-
-
-def _is_restoration_model(obj: Any) -> bool:
-    """Our RestorationModel (or anything shaped like it): an nn.Module with ``scale(task)`` and ``tasks``."""
-    return isinstance(obj, torch.nn.Module) and callable(getattr(obj, "scale", None)) and hasattr(obj, "tasks")
-
-
-def _ensemble_x8(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Self-ensemble over the 8 flips/rotations (IPT ``forward_x8``, SwinIR '+' rows): undo each and average."""
-    outs = []
-    for rot in range(4):
-        for flip in (False, True):
-            t = torch.rot90(x, rot, dims=(-2, -1))
-            t = t.flip(-1) if flip else t
-            y = fn(t).to(torch.float32)
-            y = y.flip(-1) if flip else y
-            outs.append(torch.rot90(y, -rot, dims=(-2, -1)))
-    return torch.stack(outs).mean(dim=0)
 
 
 def _make_restorer(
     model: Any, task: Task, tile: int | None, overlap: int, ensemble: bool, device: str | torch.device | None
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], int | None]:
-    """A function lq (1, C, h, w) float -> restored (1, C', H, W), and the channel count it needs (None: any)."""
-    if _is_restoration_model(model):
-        if task.name not in list(model.tasks):
-            raise ValueError(f"the model serves tasks {list(model.tasks)}, not {task.name!r}")
-        import restore  # late: tasks must import without the model library (and restore imports tasks)
+    """A function lq (1, C, h, w) float -> restored (1, C', H, W), and the channel count it needs (None: any).
 
-        def run_model(lq: torch.Tensor) -> torch.Tensor:
-            return restore.restore_image(
-                model, lq, task.name, tile=tile, overlap=overlap, ensemble=ensemble, device=device
-            )
-
-        return run_model, 3
+    An object with a ``restorer(task=, tile=, overlap=, ensemble=, device=)`` method (``restore.RestorationModel``)
+    builds its own; tasks never imports the model library, which sits above it. A plain callable runs as it is.
+    """
+    make = getattr(model, "restorer", None)
+    if callable(make):
+        fn = make(task=task.name, tile=tile, overlap=overlap, ensemble=ensemble, device=device)
+        return fn, getattr(fn, "lq_channels", None)
     if not callable(model):
         raise TypeError(f"evaluate needs a RestorationModel or a callable lq -> restored, got {type(model).__name__}")
+    if tile is not None or ensemble:
+        raise InputError(
+            "tile= and ensemble= are options of a model's restorer; tile or ensemble a plain callable by wrapping it: "
+            "evaluate(restore.inference.restorer(fn, task, tile=..., ensemble=...), ...)"
+        )
 
     def run_callable(lq: torch.Tensor) -> torch.Tensor:
-        fn = model
-        if tile is not None:
-            from restore.inference import tiled_forward  # late: optional for plain callables
-
-            def fn(x: torch.Tensor, _f=model) -> torch.Tensor:
-                return tiled_forward(_f, x, task.scale, tile, overlap)
-
-        x = lq.to(device) if device is not None else lq
         with torch.no_grad():
-            return _ensemble_x8(fn, x) if ensemble else fn(x)
+            return model(lq.to(device) if device is not None else lq)
 
-    return run_callable, None
+    return run_callable, getattr(model, "lq_channels", None)
 
 
 def _to_gray(y: torch.Tensor) -> torch.Tensor:
@@ -192,13 +175,6 @@ def _to_gray(y: torch.Tensor) -> torch.Tensor:
     w = torch.tensor(_GRAY_WEIGHTS, dtype=torch.float64, device=y.device).view(1, 3, 1, 1)
     g = (y.to(torch.float64) * w).sum(dim=1, keepdim=True)
     return g.round().clamp(0, 255).to(torch.uint8) if y.dtype == torch.uint8 else g.to(torch.float32)
-
-
-class _Skipped:
-    """An image of the benchmark that cannot be scored, with the reason (yielded by `_pairs` when skipping)."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name, self.reason = name, reason
 
 
 def _min_side(task: Task) -> int:
@@ -220,67 +196,63 @@ def _check_size(path: Path, gt: torch.Tensor, task: Task) -> None:
         )
 
 
-def _pairs(task: Task, folder: Path, noise_channel_order: str, skip: bool = False):
-    """Yield (name, lq float (1, C, h, w) in [0, 1] or unclipped, gt uint8/float (1, C, H, W), lq source) per image,
-    or a `_Skipped` for an image that cannot be read or scored when ``skip`` (else its `InputError` is raised)."""
-    hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
-    if task.kind == "derain" and (folder / "rainy").is_dir() and (folder / "norain").is_dir():
+_Reader = Callable[[], tuple[torch.Tensor, torch.Tensor, str]]
+
+
+def _readers(task: Task, folder: Path, noise_channel_order: str) -> Iterator[tuple[str, _Reader]]:
+    """(name, reader) per benchmark image, in file-name order; ``reader()`` gives (lq, gt, lq source) or raises
+    `InputError` for an image that cannot be read or scored. Nothing is read until a reader is called."""
+    if task.kind is TaskKind.DERAIN and (folder / "rainy").is_dir() and (folder / "norain").is_dir():
         rainy = {p.name: p for p in list_images(folder / "rainy")}
         clean = list_images(folder / "norain")
         missing = [p.name for p in clean if p.name not in rainy]
         if missing or not clean:
             raise ValueError(f"{folder}: rainy/ and norain/ must hold the same file names; unmatched: {missing[:5]}")
         for p in clean:
-            try:
-                gt, lq = _load(p), _load(rainy[p.name])
-                _check_size(p, gt, task)
-            except InputError as err:
-                if not skip:
-                    raise
-                yield _Skipped(p.stem, str(err))
-                continue
-            yield p.stem, _as_float(lq), gt, "rainy/"
+            yield p.stem, functools.partial(_rain_pair, task, p, rainy[p.name])
         return
+    hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
     files = list_images(hr_dir)
     if not files:
         raise ValueError(f"no images in {hr_dir} (looked for {', '.join(('.png', '.jpg', '.bmp', '.tif'))} files)")
     for p in files:
-        try:
-            item = _pair(task, folder, p, noise_channel_order)
-        except InputError as err:
-            if not skip:
-                raise
-            yield _Skipped(p.stem, str(err))
-            continue
-        yield item
+        yield p.stem, functools.partial(_pair, task, folder, p, noise_channel_order)
 
 
-def _pair(task: Task, folder: Path, p: Path, noise_channel_order: str) -> tuple:
-    """One (name, lq, gt, lq source) of `_pairs` for the HR file ``p``."""
+def _rain_pair(task: Task, clean: Path, rainy: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(lq, gt, lq source) of a stored ``rainy/`` + ``norain/`` pair."""
+    gt = _load(clean)
+    lq = _load(rainy)
+    _check_size(clean, gt, task)
+    return lq, gt, "rainy/"
+
+
+def _pair(task: Task, folder: Path, p: Path, noise_channel_order: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(lq, gt, lq source) for the HR file ``p``: uint8 where the files are 8-bit, so bicubic LR is made from the
+    uint8 HR as MATLAB does."""
     gt = _load(p)
     _check_size(p, gt, task)
-    if task.kind == "sr":
+    if task.kind is TaskKind.SR:
         s = task.scale
         h, w = gt.shape[-2:]
         gt = gt[..., : h - h % s, : w - w % s]  # mod-crop: HR = LR size * scale
         lr_files = sorted((folder / "LR_bicubic" / f"X{s}").glob(f"{p.stem}x{s}.*"))
-        if lr_files:
-            lq, source = _load(lr_files[0]), f"LR_bicubic/X{s}"
-            if tuple(lq.shape[-2:]) != (gt.shape[-2] // s, gt.shape[-1] // s):
-                raise InputError(
-                    f"{lr_files[0]} is {tuple(lq.shape[-2:])}, expected {(gt.shape[-2] // s, gt.shape[-1] // s)} "
-                    f"(HR {tuple(gt.shape[-2:])} mod-cropped by {s})"
-                )
-        else:
-            lq, source = imresize(gt, 1.0 / s), "imresize"
-        return p.stem, _as_float(lq), gt, source
-    if task.kind == "denoise":
+        if not lr_files:
+            return imresize(gt, 1.0 / s), gt, "imresize"
+        lq = _load(lr_files[0])
+        if tuple(lq.shape[-2:]) != (gt.shape[-2] // s, gt.shape[-1] // s):
+            raise InputError(
+                f"{lr_files[0]} is {tuple(lq.shape[-2:])}, expected {(gt.shape[-2] // s, gt.shape[-1] // s)} "
+                f"(HR {tuple(gt.shape[-2:])} mod-cropped by {s})"
+            )
+        return lq, gt, f"LR_bicubic/X{s}"
+    if task.kind is TaskKind.DENOISE:
         noisy = degradations.numpy_seed0_noise(_as_float(gt)[0], task.sigma, channel_order=noise_channel_order)
-        return p.stem, noisy[None], gt, f"numpy seed 0 ({noise_channel_order})"
+        return noisy[None], gt, f"numpy seed 0 ({noise_channel_order})"
     g = torch.Generator().manual_seed(0)
     hr = _as_float(gt)
     lq = degradations.add_rain(hr.expand(-1, 3, -1, -1) if hr.shape[1] == 1 else hr, task.rain, generator=g)
-    return p.stem, lq[:, : hr.shape[1]], gt, f"synthetic rain ({task.rain}, seed 0)"
+    return lq[:, : hr.shape[1]], gt, f"synthetic rain ({task.rain}, seed 0)"
 
 
 def _load(path: Path) -> torch.Tensor:
@@ -304,6 +276,74 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32) / 255 if x.dtype == torch.uint8 else x
 
 
+class BenchmarkPairs:
+    """The (name, lq, gt) pairs of one benchmark for one task, read lazily in file-name order (`benchmark_pairs`).
+
+    Attributes:
+        name: the benchmark's display name (its folder's name).
+        folder: the benchmark's folder.
+        skipped: ``{"name", "reason"}`` per image left out so far (only with ``skip_unreadable=True``).
+        sources: where the LQ images read so far came from (``"LR_bicubic/X4"``, ``"imresize"``, ...).
+    """
+
+    def __init__(self, task: Task, name: str, folder: Path, limit: int | None, skip_unreadable: bool,
+                 noise_channel_order: str) -> None:
+        self.name, self.folder = name, folder
+        self.skipped: list[dict[str, str]] = []
+        self.sources: set[str] = set()
+        self._skip = skip_unreadable
+        self._readers = itertools.islice(_readers(task, folder, noise_channel_order), limit)
+
+    def __iter__(self) -> BenchmarkPairs:
+        return self
+
+    def __next__(self) -> tuple[str, torch.Tensor, torch.Tensor]:
+        for name, read in self._readers:
+            try:
+                lq, gt, source = read()
+            except InputError as err:
+                if not self._skip:
+                    raise
+                self.skipped.append({"name": name, "reason": str(err)})
+                continue
+            self.sources.add(source)
+            return name, _as_float(lq), _as_float(gt)
+        raise StopIteration
+
+
+def benchmark_pairs(
+    benchmark: str | os.PathLike,
+    task: str | Task,
+    *,
+    root: str | os.PathLike | None = None,
+    limit: int | None = None,
+    skip_unreadable: bool = False,
+    noise_channel_order: str = "bgr",
+) -> BenchmarkPairs:
+    """The (name, lq, gt) pairs that `evaluate` scores, read exactly as it reads them (it iterates this).
+
+    ``lq`` is (1, C, h, w) and ``gt`` (1, C, H, W), float32 in [0, 1], C = 1 for grayscale files: the stored
+    ``LR_bicubic`` image where the benchmark has one, otherwise MATLAB bicubic of the uint8 mod-cropped HR; the
+    seed-0 noisy image for denoising (not clipped, as the protocol scores it); the rainy image for deraining.
+
+    Args:
+        benchmark, root: as in `evaluate` (a name under the benchmark root, or a folder path).
+        task: task name or ``Task``.
+        limit: only the first ``limit`` images (by file name; skipped ones count).
+        skip_unreadable: leave out images that cannot be read or scored, listing them in ``.skipped``; by default
+            the first one raises `InputError`.
+        noise_channel_order: "bgr" (SwinIR/KAIR/EDT) or "rgb" (Restormer) for the seed-0 denoising noise.
+
+    Raises:
+        tasks.errors.InputError: a bad ``limit``; ValueError: an unknown benchmark (listing the available ones).
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"limit must be an integer >= 1, got {limit!r}")
+    name, folder = _resolve_benchmark(benchmark, root)
+    return BenchmarkPairs(task, name, folder, limit, skip_unreadable, noise_channel_order)
+
+
 def evaluate(
     model_or_callable: Any,
     benchmark: str | os.PathLike,
@@ -323,14 +363,18 @@ def evaluate(
     """Score a restorer on a benchmark with the field's protocol for ``task``.
 
     Args:
-        model_or_callable: a ``restore.RestorationModel`` (run through ``restore.restore_image``), or any callable
-            mapping an LQ tensor (1, C, h, w) float in [0, 1] to the restored (1, C, H, W) float in [0, 1] (or uint8).
-            Plain callables get grayscale images as one channel; models get them replicated to RGB.
+        model_or_callable: a ``restore.RestorationModel``, or anything with its ``restorer(task=, tile=, overlap=,
+            ensemble=, device=)`` method returning the callable to score; or any callable mapping an LQ tensor
+            (1, C, h, w) float in [0, 1] to the restored (1, C, H, W) float in [0, 1] (or uint8), run as it is.
+            Grayscale images come as one channel, replicated to RGB for a callable whose ``lq_channels`` is 3
+            (a model's restorer); a 3-channel output is then turned back into gray.
         benchmark: a dataset name under the benchmark root (``list_benchmarks()``; B100 = BSD100) or a folder path.
         task: task name or ``Task``; its protocol (Y channel or RGB, border crop) is used.
         root: benchmark root (default: ``RESTORE_BENCHMARKS``, then ``../shared/benchmarks``).
-        tile, overlap, ensemble: inference options passed through (tiling and x8 self-ensemble).
-        device: where the restorer runs; scores are computed on the CPU.
+        tile, overlap, ensemble: inference options passed to the model's ``restorer`` (tiling and x8
+            self-ensemble). A plain callable takes none: wrap it with ``restore.inference.restorer(fn, task,
+            tile=..., ensemble=...)`` to tile or ensemble it.
+        device: where the restorer runs (a plain callable gets its input there); scores are computed on the CPU.
         limit: score only the first ``limit`` images (by file name).
         round_y: round Y to uint8 before scoring (MATLAB style); the default float Y reproduces the published
             bicubic tables to 0.015 dB (see tests/tasks/test_evaluate.py).
@@ -344,29 +388,23 @@ def evaluate(
 
     Raises:
         tasks.errors.InputError: an unknown benchmark (the message lists the available ones), an unreadable or
-            too small image (naming the file and the minimum size), a bad ``limit`` or ``device``.
+            too small image (naming the file and the minimum size), a bad ``limit`` or ``device``, ``tile`` or
+            ``ensemble`` for a plain callable.
     """
     task = get_task(task) if isinstance(task, str) else task
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise InputError(f"limit must be an integer >= 1, got {limit!r}")
+    pairs = benchmark_pairs(benchmark, task, root=root, limit=limit, skip_unreadable=skip_unreadable,
+                            noise_channel_order=noise_channel_order)
     device = check_device(device, "device")
-    name, folder = _resolve_benchmark(benchmark, root)
     restorer, needs_channels = _make_restorer(model_or_callable, task, tile, overlap, ensemble, device)
+    name, folder = pairs.name, pairs.folder
     protocol = {**task.protocol, "round_y": round_y}
     per_image: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    sources: set[str] = set()
-    pairs = itertools.islice(_pairs(task, folder, noise_channel_order, skip=skip_unreadable), limit)
+    items = pairs
     if progress:
         from tqdm import tqdm
 
-        pairs = tqdm(pairs, desc=f"{name} {task.name}", unit="img")
-    for item in pairs:
-        if isinstance(item, _Skipped):
-            skipped.append({"name": item.name, "reason": item.reason})
-            continue
-        img_name, lq, gt, source = item
-        sources.add(source)
+        items = tqdm(pairs, desc=f"{name} {task.name}", unit="img")
+    for img_name, lq, gt in items:
         c = gt.shape[1]
         x = lq.expand(-1, 3, -1, -1).contiguous() if (c == 1 and needs_channels == 3) else lq
         out = restorer(x)
@@ -386,11 +424,12 @@ def evaluate(
         p = float(psnr(out, gt, **protocol)[0])
         s = float(ssim(out, gt, **protocol)[0])
         per_image.append({"name": img_name, "psnr": p, "ssim": s})
+    skipped = pairs.skipped
     if not per_image:
         reasons = "; ".join(r["reason"] for r in skipped[:3])
         raise InputError(f"no images were evaluated in {folder}" + (f": all were skipped ({reasons})" if skipped
                                                                      else ""))
-    protocol["lq"] = ", ".join(sorted(sources))
+    protocol["lq"] = ", ".join(sorted(pairs.sources))
     mean_p = sum(r["psnr"] for r in per_image) / len(per_image)
     mean_s = sum(r["ssim"] for r in per_image) / len(per_image)
     return EvalResult(name, task.name, mean_p if math.isfinite(mean_p) else float("inf"), mean_s, per_image, protocol,

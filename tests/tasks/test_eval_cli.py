@@ -36,13 +36,18 @@ def test_saved_model_from_a_folder(bench_root, tmp_path, capsys):
     model.save_pretrained(tmp_path / "model")
     images = tmp_path / "imgs"
     save_image(tasks.read_image(bench_root / "Set5" / "HR" / "bird.png")[:, :32, :40], images / "bird.png")
-    rc = eval_main(["--model", str(tmp_path / "model"), "--task", "sr_x2", "denoise_g25", "--benchmark", str(images),
-                    "-o", str(tmp_path / "r.json")])
+    from restore.cli import main as restore_main
+
+    rc = restore_main(["eval", "--model", str(tmp_path / "model"), "--task", "sr_x2", "denoise_g25", "--benchmark",
+                       str(images), "-o", str(tmp_path / "r.json")])
     assert rc == 0, capsys.readouterr().err
     data = json.loads((tmp_path / "r.json").read_text())
     assert [r["task"] for r in data["results"]] == ["sr_x2", "denoise_g25"]
-    assert eval_main(["--model", str(tmp_path / "model"), "--task", "sr_x4", "--benchmark", str(images)]) == 2
+    assert restore_main(["eval", "--model", str(tmp_path / "model"), "--task", "sr_x4", "--benchmark", str(images)]) == 2
     assert "no head for ['sr_x4']" in capsys.readouterr().err
+    # the package below the model library has no loader of its own
+    assert eval_main(["--model", str(tmp_path / "model"), "--task", "sr_x2", "--benchmark", str(images)]) == 2
+    assert "restore eval --model" in capsys.readouterr().err
 
 
 def test_errors_exit_2_with_a_message(bench_root, capsys):
@@ -52,3 +57,5 @@ def test_errors_exit_2_with_a_message(bench_root, capsys):
     assert "unknown task" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         eval_main(["--task", "sr_x2", "--benchmark", "Set5"])  # neither --model nor --bicubic
+    assert eval_main(["--bicubic", "--task", "sr_x2", "--benchmark", "Set5", "--tile", "32"]) == 2
+    assert "inference options of --model" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tasks
+from tasks.errors import InputError
 from tasks.evaluate import bicubic_baseline, list_benchmarks
 from tasks.io import save_image
 
@@ -110,3 +111,68 @@ def test_bad_inputs_are_reported(bench_root, tmp_path):
         tasks.evaluate(lambda x: x, "Set5", "sr_x2", root=bench_root, limit=1)  # forgot to upscale
     with pytest.raises(TypeError, match="callable"):
         tasks.evaluate(42, "Set5", "sr_x2", root=bench_root)
+
+
+def _bird_and_gray(bench_root, folder):
+    """A small RGB crop and a small grayscale crop (Set14's bridge.png) in ``folder``, no LR files."""
+    save_image(tasks.read_image(bench_root / "Set14" / "HR" / "bridge.png")[:, :40, :36], folder / "gray.png")
+    save_image(tasks.read_image(bench_root / "Set5" / "HR" / "bird.png")[:, :40, :36], folder / "rgb.png")
+
+
+@pytest.mark.parametrize("bench, task", [("Set5", "sr_x4"), ("Set14", "sr_x3"), ("McMaster", "denoise_g25"),
+                                         ("Rain100H", "derain")])
+def test_benchmark_pairs_are_what_evaluate_scores(bench_root, bench, task):
+    pairs = list(tasks.benchmark_pairs(bench, task, root=bench_root, limit=2))
+    t = tasks.get_task(task)
+    for _name, lq, gt in pairs:
+        assert lq.dtype == gt.dtype == torch.float32 and lq.ndim == gt.ndim == 4 and lq.shape[:2] == gt.shape[:2]
+        assert lq.shape[-2] * t.scale == gt.shape[-2] and lq.shape[-1] * t.scale == gt.shape[-1]
+        assert 0 <= gt.min() and gt.max() <= 1
+    baseline = bicubic_baseline(task)
+    result = tasks.evaluate(baseline, bench, task, root=bench_root, limit=2)
+    assert [r["name"] for r in result.per_image] == [name for name, _, _ in pairs]
+    for r, (_name, lq, gt) in zip(result.per_image, pairs):
+        assert r["psnr"] == tasks.psnr(baseline(lq), gt, **t.protocol).item()
+
+
+def test_benchmark_pairs_use_stored_lr_and_check_limit(bench_root, tmp_path):
+    name, lq, gt = next(tasks.benchmark_pairs("Set5", "sr_x2", root=bench_root))
+    stored = tasks.read_image(bench_root / "Set5" / "LR_bicubic" / "X2" / f"{name}x2.png")
+    assert torch.equal(lq[0], stored)
+    _bird_and_gray(bench_root, tmp_path)
+    gray = dict((n, (lq, gt)) for n, lq, gt in tasks.benchmark_pairs(tmp_path, "sr_x2"))["gray"]
+    assert gray[0].shape[1] == gray[1].shape[1] == 1  # grayscale stays one channel
+    with pytest.raises(InputError, match="limit"):
+        tasks.benchmark_pairs("Set5", "sr_x2", root=bench_root, limit=0)
+
+
+def test_plain_callables_are_tiled_and_ensembled_by_wrapping(bench_root):
+    inference = pytest.importorskip("restore.inference")
+    base = tasks.evaluate(bicubic_baseline("sr_x4"), "Set5", "sr_x4", root=bench_root, limit=1)
+    with pytest.raises(InputError, match="restore.inference.restorer"):
+        tasks.evaluate(bicubic_baseline("sr_x4"), "Set5", "sr_x4", root=bench_root, limit=1, tile=32)
+    # bicubic is local: overlapping tiles reproduce it; it is flip/rotation symmetric up to the uint8 rounding of
+    # ties, so the x8 ensemble nearly does (its uint8 outputs must be averaged as images, not as 0-255 floats)
+    tiled = inference.restorer(bicubic_baseline("sr_x4"), "sr_x4", tile=32, overlap=16)
+    assert tasks.evaluate(tiled, "Set5", "sr_x4", root=bench_root, limit=1).psnr == pytest.approx(base.psnr, abs=1e-6)
+    ensembled = inference.restorer(bicubic_baseline("sr_x4"), "sr_x4", ensemble=True)
+    assert tasks.evaluate(ensembled, "Set5", "sr_x4", root=bench_root, limit=1).psnr == pytest.approx(
+        base.psnr, abs=0.02)
+
+
+def test_model_restorer_replicates_gray_and_runs_restore_image(bench_root, tmp_path):
+    restore = pytest.importorskip("restore")
+    from restore.inference import restorer
+
+    model = restore.create_model("edt_tiny", tasks=["sr_x2"]).eval()
+    _bird_and_gray(bench_root, tmp_path)
+    fn = restorer(model, "sr_x2")
+    assert fn.lq_channels == 3
+    result = tasks.evaluate(fn, tmp_path, "sr_x2")
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    for r, (name, lq, gt) in zip(result.per_image, tasks.benchmark_pairs(tmp_path, "sr_x2")):
+        out = restore.restore_image(model, lq.expand(-1, 3, -1, -1), "sr_x2")
+        out = (out.double() * w.double()).sum(1, keepdim=True).float() if name == "gray" else out
+        assert r["psnr"] == pytest.approx(tasks.psnr(out, gt, **tasks.get_task("sr_x2").protocol).item(), abs=1e-6)
+    with pytest.raises(ValueError, match="serves tasks"):
+        restorer(model, "sr_x4")
