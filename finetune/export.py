@@ -49,15 +49,6 @@ class ExportInfo:
     val_specs: list[str] = field(default_factory=list)  # the benchmarks as given (names or folders)
 
 
-def _task_title(task: str) -> str:
-    t = get_task(task)
-    if t.kind == "sr":
-        return f"Super-resolution x{t.scale}"
-    if t.kind == "denoise":
-        return f"Colour denoising sigma={t.sigma:g}"
-    return f"Deraining ({t.rain})"
-
-
 def eval_results(metrics: dict[str, float], tasks: list[str], benchmarks: list[str]) -> list:
     """``huggingface_hub.EvalResult`` entries (PSNR and SSIM per task and benchmark) for the card's model-index."""
     from huggingface_hub import EvalResult
@@ -71,7 +62,7 @@ def eval_results(metrics: dict[str, float], tasks: list[str], benchmarks: list[s
                 if value is None:
                     continue
                 results.append(EvalResult(
-                    task_type="image-to-image", task_name=_task_title(task), dataset_type=bench.lower(),
+                    task_type="image-to-image", task_name=get_task(task).title, dataset_type=bench.lower(),
                     dataset_name=bench, dataset_split="test", metric_type=metric, metric_name=label,
                     metric_value=round(float(value), 4),
                 ))

@@ -10,10 +10,25 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 
-__all__ = ["Task", "get_task", "list_tasks", "COMMON_TASKS"]
+__all__ = ["Task", "TaskKind", "get_task", "list_tasks", "COMMON_TASKS"]
+
+
+class TaskKind(str, Enum):
+    """What a task restores; models choose their head and tail structure from it, evaluation its protocol.
+
+    A ``str`` enum: it equals its value (``TaskKind.SR == "sr"``), prints as it and is written to JSON as it.
+    """
+
+    SR = "sr"  # output larger than the input by the task's scale (bicubic, blind or arbitrary-scale)
+    DENOISE = "denoise"  # same size, Gaussian noise removed
+    DERAIN = "derain"  # same size, rain streaks removed
+
+    def __str__(self) -> str:
+        return self.value
 
 COMMON_TASKS = (
     "sr_x2", "sr_x3", "sr_x4", "sr_x8",
@@ -35,7 +50,7 @@ class Task:
 
     Attributes:
         name: the registry name, e.g. ``"sr_x4"``.
-        kind: ``"sr"``, ``"denoise"`` or ``"derain"``; models choose head and tail structure from it.
+        kind: a `TaskKind` (SR, DENOISE or DERAIN); models choose head and tail structure from it.
         scale: output size over input size (1 for denoising and deraining).
         sigma: noise level on the 0-255 scale for denoising tasks, else None.
         rain: ``"light"``, ``"heavy"`` or ``"mixed"`` for deraining tasks, else None.
@@ -45,7 +60,7 @@ class Task:
     """
 
     name: str
-    kind: str
+    kind: TaskKind
     scale: int = 1
     sigma: float | None = None
     rain: str | None = None
@@ -67,11 +82,20 @@ class Task:
             from tasks import blind
 
             return blind.degrade(hr, self.pipeline, self.scale, generator=generator)
-        if self.kind == "sr":
+        if self.kind is TaskKind.SR:
             return degradations.bicubic_downscale(hr, self.scale)
-        if self.kind == "denoise":
+        if self.kind is TaskKind.DENOISE:
             return degradations.add_gaussian_noise(hr, self.sigma, generator=generator)
         return degradations.add_rain(hr, level=self.rain, generator=generator)
+
+    @property
+    def title(self) -> str:
+        """A human title, e.g. ``"Super-resolution x4"`` (model cards, pictures)."""
+        if self.kind is TaskKind.SR:
+            return "Arbitrary-scale super-resolution" if self.name == "sr_any" else f"Super-resolution x{self.scale}"
+        if self.kind is TaskKind.DENOISE:
+            return f"Colour denoising sigma={self.sigma:g}"
+        return f"Deraining ({self.rain})"
 
     @property
     def protocol(self) -> dict:
@@ -87,19 +111,19 @@ def get_task(name: str) -> Task:
         s = int(m.group(1))
         if s < 2:
             raise ValueError(f"unknown task {name!r}: super-resolution needs a scale of 2 or more")
-        return Task(name=name, kind="sr", scale=s, y_channel=True, crop_border=s)
+        return Task(name=name, kind=TaskKind.SR, scale=s, y_channel=True, crop_border=s)
     if m := _DENOISE.fullmatch(name):
-        return Task(name=name, kind="denoise", sigma=float(m.group(1)), y_channel=False, crop_border=0)
+        return Task(name=name, kind=TaskKind.DENOISE, sigma=float(m.group(1)), y_channel=False, crop_border=0)
     if name in _RAIN_LEVELS:
-        return Task(name=name, kind="derain", rain=_RAIN_LEVELS[name], y_channel=True, crop_border=0)
+        return Task(name=name, kind=TaskKind.DERAIN, rain=_RAIN_LEVELS[name], y_channel=True, crop_border=0)
     if name in _BLIND:
         pipeline, s = _BLIND[name]
-        return Task(name=name, kind="sr", scale=s, pipeline=pipeline, y_channel=True, crop_border=s)
+        return Task(name=name, kind=TaskKind.SR, scale=s, pipeline=pipeline, y_channel=True, crop_border=s)
     if name == "sr_any":
         # arbitrary-scale SR (restore.implicit): SR heads (kind "sr"); the model takes the scale per call, so
         # `scale` here is only the fixed-scale fallback (degrade(), default eval): x4, the top of the training
         # range [1, 4]; training draws its own scales (tasks.degradations.sr_any_batch)
-        return Task(name=name, kind="sr", scale=4, y_channel=True, crop_border=4)
+        return Task(name=name, kind=TaskKind.SR, scale=4, y_channel=True, crop_border=4)
     raise ValueError(
         f"unknown task {name!r}; valid tasks are sr_x<scale> (e.g. sr_x2), denoise_g<sigma> (e.g. denoise_g25), "
         f"derain, derain_light, derain_heavy, {', '.join(_BLIND)}, sr_any (any scale). "

@@ -54,6 +54,7 @@ from torch import nn
 from restore.families.base import arch_error, check_int, check_ints, check_number
 from restore.layers import PixelShuffleUpsample, init_transformer_weights, use_fused_attention, window_sdpa
 from restore.registry import register_family, register_variant
+from tasks.registry import TaskKind, get_task
 
 __all__ = ["EDTArch", "EDTBody", "EDTFamily", "CrossedWindowAttention", "EDTBlock"]
 
@@ -470,10 +471,8 @@ class EDTRestoreTail(_Normalize):
 # ----------------------------------------------------------------------------------------- the family
 
 
-def _task_kind(task: str) -> tuple[str, int]:
-    from tasks.registry import get_task  # restore depends on tasks for what a task name means
-
-    t = get_task(task)
+def _task_kind(task: str) -> tuple[TaskKind, int]:
+    t = get_task(task)  # restore depends on tasks for what a task name means
     return t.kind, t.scale
 
 
@@ -487,18 +486,18 @@ class EDTFamily:
 
     def build_head(self, arch: dict[str, Any], task: str) -> nn.Module:
         kind, _ = _task_kind(task)
-        return EDTHead(EDTArch.from_dict(arch), down=kind != "sr")
+        return EDTHead(EDTArch.from_dict(arch), down=kind is not TaskKind.SR)
 
     def build_tail(self, arch: dict[str, Any], task: str) -> nn.Module:
         kind, scale = _task_kind(task)
         a = EDTArch.from_dict(arch)
-        return EDTSRTail(a, scale) if kind == "sr" else EDTRestoreTail(a)
+        return EDTSRTail(a, scale) if kind is TaskKind.SR else EDTRestoreTail(a)
 
     def pad_multiple(self, arch: dict[str, Any], task: str) -> int:
         a = EDTArch.from_dict(arch)
         win = math.lcm(*a.window_size)  # both window orientations must tile the feature map
         kind, _ = _task_kind(task)
-        return win if kind == "sr" else win * 2**a.head_depth
+        return win if kind is TaskKind.SR else win * 2**a.head_depth
 
     def fixed_input_size(self, arch: dict[str, Any]) -> int | None:
         return None
