@@ -44,10 +44,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pretrain.data import SKIP_KINDS, Batch, StepData, hr_patch
+from pretrain.data import SKIP_KINDS, Batch, StepData, hr_patch, task_plan
 from tasks.errors import InputError
 from tasks.io import IMAGE_EXTENSIONS, list_images
-from tasks.registry import Task, get_task
+from tasks.registry import Task, TaskKind, get_task
 
 __all__ = ["Pair", "DataError", "TrainingData", "scan_training_data", "PairStream", "is_shard_spec", "shard_data",
            "build_stream", "probe_image"]
@@ -249,10 +249,10 @@ def scan_training_data(specs: list[str], task_names: list[str], *, lr_patch: int
             raise DataError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} files)")
         used = []
         for name, task in task_objs.items():
-            if rain and task.kind == "derain":
+            if rain and task.kind is TaskKind.DERAIN:
                 found = _rain_pairs(root, problems, probe)
                 used.append(f"{len(found)} rainy/norain pairs ({name})")
-            elif task.kind == "sr" and any(lr is not None and (lr / f"X{task.scale}").is_dir() for _, lr in hr_folders):
+            elif task.kind is TaskKind.SR and any(lr is not None and (lr / f"X{task.scale}").is_dir() for _, lr in hr_folders):
                 found = []
                 for hr, lr in hr_folders:
                     if lr is not None and (lr / f"X{task.scale}").is_dir():
@@ -347,8 +347,8 @@ class _StepDataset(Dataset):
     """Map-style: item ``i`` is the `StepData` of micro-step ``i`` on this rank (a pure function of seed and i)."""
 
     def __init__(self, pairs: dict[str, list[Pair]], *, batch_size: int, lr_patch: int, dn_patch: int, seed: int,
-                 rank: int, world_size: int, cache_mb: int):
-        self.pairs = pairs
+                 rank: int, world_size: int, cache_mb: int, mode: str = "edt"):
+        self.pairs, self.mode = pairs, mode
         self.task_objs = {t: get_task(t) for t in pairs}
         self.batch_size, self.lr_patch, self.dn_patch = batch_size, lr_patch, dn_patch
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -413,7 +413,7 @@ class _StepDataset(Dataset):
     def __getitem__(self, step: int) -> StepData:
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 4099 + self.rank + 1)
         batches, keys, skipped = {}, [], []
-        for task in self.pairs:
+        for task in task_plan(tuple(self.pairs), self.mode, self.seed, step):
             t = self.task_objs[task]
             gts, lqs = [], []
             for i in range(self.batch_size):
@@ -448,6 +448,8 @@ class PairStream:
 
     Args:
         pairs: training images per task (`TrainingData.pairs`).
+        mode: ``"edt"`` (every micro-step has all tasks) or ``"ipt"`` (one task per micro-step), as
+            `pretrain.data.task_plan` draws them for pretraining.
         batch_size: images per task per micro-step.
         lr_patch, dn_patch: LQ patch side for SR tasks / patch side for scale-1 tasks.
         seed, rank, world_size: the stream is a function of these and the step.
@@ -458,13 +460,14 @@ class PairStream:
 
     def __init__(self, pairs: dict[str, list[Pair]], *, batch_size: int, lr_patch: int, dn_patch: int, seed: int,
                  rank: int = 0, world_size: int = 1, num_workers: int = 0, state: dict | None = None,
-                 cache_mb: int = 1024):
+                 cache_mb: int = 1024, mode: str = "edt"):
         state = state or {}
         self.step = int(state.get("step", 0))
         self.corrupt = int(state.get("skips", {}).get("corrupt", 0))  # samples skipped so far, resumed runs included
         self.bad_files: dict[str, str] = dict(state.get("bad_files", {}))  # path -> why, each logged once
         self.dataset = _StepDataset(pairs, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed,
-                                    rank=rank, world_size=world_size, cache_mb=max(64, cache_mb // max(1, num_workers)))
+                                    rank=rank, world_size=world_size, cache_mb=max(64, cache_mb // max(1, num_workers)),
+                                    mode=mode)
         self.loader = DataLoader(
             self.dataset, batch_size=None, sampler=itertools.count(self.step), num_workers=num_workers,
             persistent_workers=False, prefetch_factor=2 if num_workers else None,
@@ -506,7 +509,7 @@ def shard_data(specs: list[str]) -> str:
 
 def build_stream(specs: list[str], task_names: list[str], *, batch_size: int, lr_patch: int, dn_patch: int,
                  seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
-                 data: TrainingData | None = None):
+                 data: TrainingData | None = None, mode: str = "edt"):
     """The training stream for ``specs``: `PairStream` over folders, or `pretrain.data.DataStream` over shards."""
     shard_specs = [s for s in specs if is_shard_spec(s)]
     if shard_specs:
@@ -515,10 +518,10 @@ def build_stream(specs: list[str], task_names: list[str], *, batch_size: int, lr
         from pretrain.data import DataStream, expand_urls
 
         return DataStream(
-            expand_urls(shard_data(specs)), tuple(task_names), mode="edt", batch_size=batch_size, lr_patch=lr_patch,
+            expand_urls(shard_data(specs)), tuple(task_names), mode=mode, batch_size=batch_size, lr_patch=lr_patch,
             dn_patch=dn_patch, seed=seed, rank=rank, world_size=world_size, num_workers=num_workers, state=state,
         )
     data = data or scan_training_data(specs, task_names, lr_patch=lr_patch, dn_patch=dn_patch)
     return PairStream(data.pairs, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed, rank=rank,
                       world_size=world_size, num_workers=num_workers, state=state,
-                      cache_mb=int(os.environ.get("FINETUNE_CACHE_MB", "1024")))
+                      cache_mb=int(os.environ.get("FINETUNE_CACHE_MB", "1024")), mode=mode)

@@ -1,7 +1,7 @@
 """Where fine-tuning starts: a Hub id, an exported folder, a pretraining run or ``step-N`` checkpoint, or nothing.
 
-Raw DeepSpeed checkpoints are consolidated with `pretrain.export.consolidated_state_dict` (every ZeRO stage), the
-same code ``pretrain export`` uses. The tasks are then fitted to the run: the chosen tasks' heads and tails and the
+A run folder or ``step-N`` checkpoint is loaded by `pretrain.export.checkpoint_model`, the code ``pretrain
+export`` uses (the checkpoint's own ``config.json`` and fp32 weights; older checkpoints from their DeepSpeed files). The tasks are then fitted to the run: the chosen tasks' heads and tails and the
 shared body are kept, the others dropped (`RestorationModel.keep_tasks`); a task the checkpoint lacks gets a fresh
 head and tail on the pretrained body (`RestorationModel.add_task`), as EDT fine-tunes new tasks on a shared body.
 """
@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pretrain.export import checkpoint_model
+from restore.checkpoints import training_folder
 from restore.model import RestorationModel
 
 __all__ = ["InitResult", "load_init", "fit_tasks", "is_hub_id"]
@@ -38,32 +40,6 @@ def is_hub_id(text: str) -> bool:
     return bool(_HUB_ID.fullmatch(text)) and not Path(text).exists()
 
 
-def _checkpoint_dir(path: Path) -> Path | None:
-    """The ``step-N`` directory meant by ``path`` (itself, or the latest complete one of a run folder)."""
-    from pretrain.export import find_checkpoint
-
-    if re.fullmatch(r"step-\d+", path.name) and (path / "recipe.json").is_file():
-        return path
-    if (path / "checkpoints").is_dir():
-        return find_checkpoint(path)[1]
-    return None
-
-
-def _from_checkpoint(ckpt: Path, ema: bool) -> RestorationModel:
-    from pretrain.checkpoint import COMPLETE
-    from pretrain.export import consolidated_state_dict
-    from pretrain.recipes import recipe_from_dict
-    from restore.hub import load_state_dict_strict
-
-    if not (ckpt / COMPLETE).exists():
-        raise FileNotFoundError(f"{ckpt} has no {COMPLETE} marker: it was interrupted mid-write; pick another step-N")
-    recipe = recipe_from_dict(json.loads((ckpt / "recipe.json").read_text()))
-    state = consolidated_state_dict(ckpt, recipe, ema=ema)
-    model = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
-    load_state_dict_strict(model, state, str(ckpt))
-    return model
-
-
 def load_init(init: str, *, variant: str | None = None, arch: dict | None = None, tasks: list[str] | None = None,
               revision: str | None = None, ema: bool = False) -> InitResult:
     """Load the starting model.
@@ -83,9 +59,9 @@ def load_init(init: str, *, variant: str | None = None, arch: dict | None = None
         return InitResult(model, "scratch", f"randomly initialised {variant} (from scratch)")
     path = Path(init).expanduser()
     if path.is_dir():
-        ckpt = _checkpoint_dir(path)
+        ckpt = training_folder(path)
         if ckpt is not None:
-            return InitResult(_from_checkpoint(ckpt, ema), "checkpoint",
+            return InitResult(checkpoint_model(ckpt, ema=ema), "checkpoint",
                               f"pretraining checkpoint `{ckpt}`" + (" (EMA weights)" if ema else ""))
         if (path / "config.json").is_file():
             return InitResult(RestorationModel.from_pretrained(str(path)), "folder", f"exported model `{path}`")

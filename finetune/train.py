@@ -1,10 +1,9 @@
-"""``finetune``: check everything, load the init, fit the tasks, train with `pretrain`'s engine and loop, export.
+"""``finetune``: check everything, load the init, fit the tasks, train through `pretrain.train.run_training`, export.
 
-Parse, build, run, close (STYLE.md). The run reuses, unchanged: `pretrain.engine.Trainer` (DeepSpeed, AdamW,
-schedules, EMA, L1), `pretrain.loop.train_loop` (logging, validation hook, ``step-N`` checkpoints with the data
-position), `pretrain.checkpoint` (resume) and `pretrain.export.consolidated_state_dict` (the last export).
-Fine-tuning adds its data (`finetune.data`), the validation that keeps the best weights (`Validator`), and the
-exports (`finetune.export`).
+Parse, build, run, close (STYLE.md). Training is the platform's one entry, `pretrain.train.run_training`, the one
+``pretrain run`` calls (distributed set-up, engine, resume, logging, the loop, ``step-N`` checkpoints that carry
+the model). Fine-tuning brings only what is its own: the init (`finetune.init`), its data (`finetune.data`), the
+validation that keeps the best weights (`Validator`), and the exports and publication (`finetune.export`).
 
 Run folder ``OUT``: ``checkpoints/step-N/`` and logs as in pretraining, ``validation.json`` (history and best),
 ``best/`` and ``last/`` exports, ``summary.json`` (with the files skipped as unreadable). It is checked before any
@@ -27,11 +26,10 @@ from torch import nn
 from finetune.data import DataError, build_stream, is_shard_spec, scan_training_data, shard_data
 from finetune.export import ExportInfo, export_model, metric_key, push_folder
 from finetune.init import InitResult, fit_tasks, load_init
-from pretrain.checkpoint import (
-    atomic_write_text, check_resume_dir, check_run_dir, latest_checkpoint, load_checkpoint, remove_incomplete,
-    run_dir_guard,
-)
-from pretrain.recipes import Recipe, recipe_from_dict
+from pretrain.checkpoint import atomic_write_text, check_resume_dir, check_run_dir, checkpoint_config, run_dir_guard
+from pretrain.launch import DistInfo
+from pretrain.recipes import Recipe
+from pretrain.train import resume_point, run_training
 from restore.model import RestorationModel
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "Validator", "run_finetune", "check_benchmarks", "snapshot"]
@@ -178,26 +176,6 @@ class Validator:
         return metrics
 
 
-def _validate_now(trainer, validator: Validator, step: int, rank: int) -> None:
-    """The step-0 score (the init's own numbers) before the first update, as the loop validates later ones."""
-    model = trainer.module
-    with torch.no_grad():
-        if trainer.recipe.zero_stage == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(model.parameters())):
-                validator(step, model)
-        elif rank == 0:
-            validator(step, model)
-
-
-def _resume_path(out: Path, resume: str | None) -> Path | None:
-    if resume == "auto":
-        found = latest_checkpoint(out / "checkpoints")
-        return found[1] if found else None
-    return Path(resume) if resume else None
-
-
 def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Fine-tune as ``cfg`` says; every check on tasks, data, benchmarks and init happens before training."""
     from tasks.registry import get_task
@@ -221,30 +199,12 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         data = scan_training_data(cfg.train, cfg.tasks, lr_patch=recipe.lr_patch, dn_patch=recipe.dn_patch)
     val_names = check_benchmarks(cfg.val, cfg.tasks, cfg.benchmarks_root)
 
-    resume_path = _resume_path(out, cfg.resume)
+    resume_path = resume_point(out, cfg.resume)
     if resume_path is None:
         (out / "validation.json").unlink(missing_ok=True)  # scores of a run that never reached a checkpoint
-    if resume_path is not None:
-        # the checkpoint holds the weights; only the architecture is rebuilt, from the run's own recipe
-        saved = recipe_from_dict(json.loads((resume_path / "recipe.json").read_text()))
-        if list(saved.tasks) != list(cfg.tasks):
-            raise ValueError(f"cannot resume {resume_path}: it fine-tunes {list(saved.tasks)}, this run asks for "
-                             f"{cfg.tasks}; use another --out or the same --task")
-        init_info = json.loads((out / "init.json").read_text()) if (out / "init.json").is_file() else {}
-        model = RestorationModel(saved.variant, tasks=list(saved.tasks), arch=saved.arch_dict())
-        init = InitResult(model, init_info.get("source", "checkpoint"), init_info.get("description", cfg.init),
-                          init_info.get("base_model"), init_info.get("added_tasks", []))
+        init = _load_init(cfg)
     else:
-        scratch = cfg.init.lower() == "none"
-        if cfg.variant and not scratch:
-            raise ValueError("--variant is only for --init none: a pretrained init brings its own architecture")
-        loaded = load_init(cfg.init, variant=(cfg.variant or cfg.recipe.variant) if scratch else None,
-                           arch=cfg.recipe.arch_dict() if scratch else None, tasks=cfg.tasks,
-                           revision=cfg.init_revision, ema=cfg.init_ema)
-        init = fit_tasks(loaded, cfg.tasks)
-    model = init.model.train()
-    # the run's own recipe names the architecture it trains, so `pretrain export` and resume rebuild it
-    recipe = replace(recipe, variant=model.variant, arch=json.dumps(model.arch, sort_keys=True))
+        init = _resumed_init(cfg, out, resume_path)
     base_model = cfg.base_model or init.base_model
     info = ExportInfo(
         recipe=recipe, tasks=list(cfg.tasks), benchmarks=val_names, init=cfg.init,
@@ -259,49 +219,56 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
     return result
 
 
+def _load_init(cfg: FinetuneConfig) -> InitResult:
+    """The starting model of a fresh run, fitted to the run's tasks."""
+    scratch = cfg.init.lower() == "none"
+    if cfg.variant and not scratch:
+        raise ValueError("--variant is only for --init none: a pretrained init brings its own architecture")
+    loaded = load_init(cfg.init, variant=(cfg.variant or cfg.recipe.variant) if scratch else None,
+                       arch=cfg.recipe.arch_dict() if scratch else None, tasks=cfg.tasks,
+                       revision=cfg.init_revision, ema=cfg.init_ema)
+    return fit_tasks(loaded, cfg.tasks)
+
+
+def _resumed_init(cfg: FinetuneConfig, out: Path, resume_path: Path) -> InitResult:
+    """The model a resumed run continues: built from the checkpoint's own ``config.json`` (the engine loads its
+    weights), with the init's lineage from ``init.json``."""
+    config = checkpoint_config(resume_path)
+    if list(config["tasks"]) != list(cfg.tasks):
+        raise ValueError(f"cannot resume {resume_path}: it fine-tunes {list(config['tasks'])}, this run asks for "
+                         f"{cfg.tasks}; use another --out or the same --task")
+    saved = json.loads((out / "init.json").read_text()) if (out / "init.json").is_file() else {}
+    return InitResult(RestorationModel(**config), saved.get("source", "checkpoint"),
+                      saved.get("description", cfg.init), saved.get("base_model"), saved.get("added_tasks", []))
+
+
 def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportInfo, out: Path, data, resume_path):
-    from pretrain.engine import Trainer
-    from pretrain.launch import init_distributed, setup_single_rank_env
-    from pretrain.loop import train_loop
-    from pretrain.telemetry import RunLogger
+    made: dict[str, Any] = {}  # what run_training builds through these factories, read back after the run
 
-    setup_single_rank_env()
-    dist = init_distributed()
-    model = init.model
-    micro_batch = recipe.batch_size * len(recipe.tasks)
-    trainer = Trainer(model, recipe, micro_batch, dist.world_size)
-    start_step, data_state = 0, None
-    if dist.rank == 0:
-        for p in remove_incomplete(out / "checkpoints"):
-            log.warning("removed %s: a checkpoint interrupted mid-write", p)
-    if resume_path is not None:
-        restored = load_checkpoint(trainer, resume_path, rank=dist.rank)
-        start_step, data_state = restored["step"], restored["data"]
-    stream = build_stream(cfg.train, list(recipe.tasks), batch_size=recipe.batch_size, lr_patch=recipe.lr_patch,
-                          dn_patch=recipe.dn_patch, seed=recipe.seed, rank=dist.rank, world_size=dist.world_size,
-                          num_workers=recipe.num_workers, state=data_state, data=data)
-    logger = RunLogger(out, rank=dist.rank, total_steps=recipe.steps, start_step=start_step)
-    if dist.rank == 0:
-        atomic_write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
-        atomic_write_text(out / "init.json", json.dumps({
+    def stream(dist: DistInfo, state: dict | None):
+        made["stream"] = build_stream(
+            cfg.train, list(recipe.tasks), batch_size=recipe.batch_size, lr_patch=recipe.lr_patch,
+            dn_patch=recipe.dn_patch, seed=recipe.seed, rank=dist.rank, world_size=dist.world_size,
+            num_workers=recipe.num_workers, state=state, data=data, mode=recipe.mode)
+        return made["stream"]
+
+    def make_validator(trainer) -> Validator | None:
+        if cfg.val:
+            made["validator"] = Validator(list(recipe.tasks), list(cfg.val), out=out, info=info, trainer=trainer,
+                                          root=cfg.benchmarks_root, limit=cfg.val_limit,
+                                          rank=int(os.environ["RANK"]), names=info.benchmarks)
+        return made.get("validator")
+
+    result = run_training(
+        recipe, init.model, stream, run_dir=out, resume_path=resume_path, make_validator=make_validator,
+        validate_first=True, stop_after=cfg.stop_after,
+        run_files={"init.json": {
             "init": cfg.init, "source": init.source, "description": init.description, "base_model": info.base_model,
-            "added_tasks": init.added_tasks, "dropped_tasks": init.dropped_tasks}, indent=1))
-    logger.event("start", recipe=recipe.name, variant=recipe.variant, tasks=",".join(recipe.tasks), init=cfg.init,
-                 added_tasks=",".join(init.added_tasks) or None, data=info.data_description, start_step=start_step)
-
-    validator = None
-    if cfg.val:
-        validator = Validator(list(recipe.tasks), list(cfg.val), out=out, info=info, trainer=trainer,
-                              root=cfg.benchmarks_root, limit=cfg.val_limit, rank=dist.rank, names=info.benchmarks)
-        if start_step == 0 and not any(h["step"] == 0 for h in validator.history):
-            _validate_now(trainer, validator, 0, dist.rank)
-    result = train_loop(
-        trainer, stream, run_dir=out, rank=dist.rank, world_size=dist.world_size, start_step=start_step,
-        recipe_dict=recipe.to_dict(), on_validate=validator, logger=logger, stop_after=cfg.stop_after,
+            "added_tasks": init.added_tasks, "dropped_tasks": init.dropped_tasks}},
+        start_info={"init": cfg.init, "added_tasks": ",".join(init.added_tasks) or None, "data": info.data_description},
     )
-    logger.event("end", step=result.step, seconds=result.seconds)
-    logger.close()
-    if dist.rank != 0:
+    validator, rank = made.get("validator"), int(os.environ["RANK"])
+    if rank != 0:
         return FinetuneResult(result.step, [], None, None, None, losses=result.losses, skips=result.skips)
 
     last_dir = _export_last(recipe, out, info, validator, result.step, cfg.benchmarks_root)
@@ -315,7 +282,7 @@ def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportIn
                  f", tag {cfg.revision}" if cfg.revision else "")
     history = validator.history if validator else []
     best = validator.best if validator else None
-    skipped = sorted({**dict(data.skipped if data else []), **getattr(stream, "bad_files", {})}.items())
+    skipped = sorted({**dict(data.skipped if data else []), **getattr(made["stream"], "bad_files", {})}.items())
     atomic_write_text(out / "summary.json", json.dumps({
         "step": result.step, "losses": result.losses, "history": history, "best": best,
         "best_dir": str(best_dir) if best_dir else None, "last_dir": str(last_dir), "pushed": pushed,
@@ -326,14 +293,11 @@ def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportIn
 
 def _export_last(recipe: Recipe, out: Path, info: ExportInfo, validator: Validator | None, step: int,
                  root: str | None) -> Path:
-    """Export the last checkpoint's weights (consolidated by `pretrain.export`, so any ZeRO stage works)."""
-    from pretrain.export import consolidated_state_dict, find_checkpoint
-    from restore.hub import load_state_dict_strict
+    """Export the last checkpoint's weights (its raw weights, or its EMA when the recipe keeps one)."""
+    from pretrain.export import checkpoint_model, find_checkpoint
 
     s, path = find_checkpoint(out)
-    state = consolidated_state_dict(path, recipe, ema=recipe.ema > 0)
-    model = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
-    load_state_dict_strict(model, state, str(path))
+    model = checkpoint_model(path, ema=recipe.ema > 0)
     history = validator.history if validator else []
     metrics = next((h for h in reversed(history) if h["step"] == s), {})
     metrics = {k: v for k, v in metrics.items() if k != "step"}

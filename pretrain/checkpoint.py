@@ -4,7 +4,10 @@ A checkpoint directory holds DeepSpeed's files (model, optimizer and scheduler s
 
 - ``rank-<r>.json``: that rank's data-stream position and Python/NumPy RNG states; ``rank-<r>-rng.safetensors``:
   its torch RNG state. (DeepSpeed's ``client_state`` is written by one rank only, so per-rank state lives here.)
-- ``ema.safetensors``: the EMA weights, when the recipe keeps them; ``recipe.json``: the resolved recipe;
+- ``config.json`` and ``model.safetensors``: the model's constructor arguments and full fp32 weights (the
+  optimizer's masters, gathered from every ZeRO partition), so that a ``step-N`` folder loads with
+  ``RestorationModel.from_pretrained`` like an exported one (`restore.checkpoints` reads the layout);
+  ``ema.safetensors``: the EMA weights, when the recipe keeps them; ``recipe.json``: the resolved recipe;
   ``trainer.json``: step, images seen, wall time.
 - ``COMPLETE``: written last, by rank 0, after every rank has finished writing (a barrier). A directory without
   it (a run killed mid-write) is never resumed from or exported, and is removed when a later run resumes.
@@ -18,7 +21,6 @@ import contextlib
 import json
 import logging
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,14 +28,15 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from restore.checkpoints import COMPLETE, EMA_WEIGHTS, is_step_dir, latest_checkpoint, list_checkpoints
+from restore.hub import CONFIG_NAME, WEIGHTS_NAME
 from tasks.io import atomic_path
 
 __all__ = ["list_checkpoints", "latest_checkpoint", "save_checkpoint", "load_checkpoint", "COMPLETE",
-           "atomic_write_text", "RUN_ENTRIES", "check_resume_dir", "check_run_dir", "run_dir_guard"]
+           "checkpoint_config", "atomic_write_text", "RUN_ENTRIES", "check_resume_dir", "check_run_dir",
+           "run_dir_guard"]
 
 log = logging.getLogger("pretrain.checkpoint")
-COMPLETE = "COMPLETE"
-_STEP_DIR = re.compile(r"step-(\d+)")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -48,25 +51,6 @@ def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-
-
-def list_checkpoints(root: str | Path, complete_only: bool = True) -> list[tuple[int, Path]]:
-    """``(step, path)`` of the checkpoints under ``root``, oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = _STEP_DIR.fullmatch(p.name)
-        if m and p.is_dir() and (not complete_only or (p / COMPLETE).exists()):
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def latest_checkpoint(root: str | Path) -> tuple[int, Path] | None:
-    """The newest complete checkpoint under ``root``, or None."""
-    found = list_checkpoints(root)
-    return found[-1] if found else None
 
 
 def remove_incomplete(root: str | Path) -> list[Path]:
@@ -109,6 +93,8 @@ def save_checkpoint(
     """Save ``step-<step>`` under ``root`` from every rank (collective), mark it complete, prune old ones."""
     import torch.distributed as dist
 
+    from pretrain.engine import full_fp32_state_dict  # late: the engine pulls in the data pipeline
+
     root = Path(root)
     tag = f"step-{step}"
     path = root / tag
@@ -118,12 +104,15 @@ def save_checkpoint(
             shutil.rmtree(path)  # a leftover of a killed save at the same step
     dist.barrier()
     trainer.engine.save_checkpoint(str(root), tag=tag, client_state={"pretrain_step": step}, save_latest=False)
+    weights = full_fp32_state_dict(trainer.module)  # collective: every rank takes part
     plain, tensors = _rng_state()
     atomic_write_text(path / f"rank-{rank}.json", json.dumps({"step": step, "data": data_state, "rng": plain}))
     _atomic_save_tensors(tensors, path / f"rank-{rank}-rng.safetensors")
     if rank == 0:
+        _atomic_save_tensors({k: v.to("cpu", copy=True) for k, v in weights.items()}, path / WEIGHTS_NAME)
+        atomic_write_text(path / CONFIG_NAME, json.dumps(trainer.module.config_dict(), indent=1))
         if trainer.ema is not None:
-            _atomic_save_tensors(trainer.ema.shadow, path / "ema.safetensors")
+            _atomic_save_tensors(trainer.ema.shadow, path / EMA_WEIGHTS)
         atomic_write_text(path / "recipe.json", json.dumps(recipe, indent=1))
         atomic_write_text(path / "trainer.json", json.dumps({"step": step, **info}, indent=1))
     dist.barrier()  # every rank's files are on disk before the marker
@@ -133,6 +122,20 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return path
+
+
+def checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The model's constructor arguments (variant, tasks, arch, format_version) saved in checkpoint ``path``:
+    its ``config.json``; for a checkpoint written before checkpoints carried one, its recipe's."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return json.loads((path / CONFIG_NAME).read_text())
+    from pretrain.recipes import recipe_from_dict
+    from restore.model import RestorationModel
+
+    recipe = recipe_from_dict(json.loads((path / "recipe.json").read_text()))
+    with torch.random.fork_rng(devices=[]):  # the config of the model the recipe builds, normalised as saved
+        return RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict()).config_dict()
 
 
 def load_checkpoint(trainer, path: str | Path, *, rank: int) -> dict[str, Any]:
@@ -148,7 +151,7 @@ def load_checkpoint(trainer, path: str | Path, *, rank: int) -> dict[str, Any]:
     if load_path is None:
         raise RuntimeError(f"DeepSpeed could not load the checkpoint at {path}")
     if trainer.ema is not None:
-        ema_file = path / "ema.safetensors"
+        ema_file = path / EMA_WEIGHTS
         if ema_file.exists():
             trainer.ema.load_state_dict(load_file(str(ema_file)))  # onto the live shadow's device, not the CPU
         else:
@@ -177,7 +180,7 @@ def check_resume_dir(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.is_dir():
         raise InputError(f"--resume {path}: no such folder; pass 'auto' or a RUN/checkpoints/step-N folder")
-    if not _STEP_DIR.fullmatch(path.name) or not (path / "recipe.json").is_file():
+    if not is_step_dir(path) or not (path / "recipe.json").is_file():
         raise InputError(f"--resume {path} is not a step-N checkpoint folder; pass 'auto' or "
                          "RUN/checkpoints/step-N")
     if not (path / COMPLETE).exists():

@@ -33,7 +33,8 @@ from pretrain.data import StepData
 from pretrain.recipes import Recipe
 
 __all__ = [
-    "build_ds_config", "lr_lambda", "EMA", "fp32_master_weights", "enable_activation_checkpointing",
+    "build_ds_config", "lr_lambda", "EMA", "fp32_master_weights", "full_fp32_state_dict",
+    "enable_activation_checkpointing",
     "checkpoint_blocks", "Trainer", "MultiTask", "unwrap_state_dict", "supcon_loss",
 ]
 
@@ -119,11 +120,17 @@ def fp32_master_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
 
     ZeRO-1/2 and DeepSpeed's bf16 optimizer keep each rank's slice of the flat fp32 masters (``_hp_mapping``);
     the slices are laid into one flat buffer and summed over the data-parallel group in one all-reduce (the
-    per-parameter ``safe_get_full_fp32_param`` would issue one collective per tensor). Collective: every rank
-    calls it.
+    per-parameter ``safe_get_full_fp32_param`` would issue one collective per tensor). ZeRO-3 partitions the
+    module's parameters themselves (shape (0,) outside a gather): each one is gathered from its fp32 partitions
+    with ``safe_get_full_fp32_param``. Collective: every rank calls it.
     """
     import torch.distributed as dist
 
+    sharded = [(n, p) for n, p in module.named_parameters() if hasattr(p, "ds_id")]
+    if sharded:  # ZeRO-3
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        return {n: safe_get_full_fp32_param(p) for n, p in sharded}
     params = [(n, p) for n, p in module.named_parameters() if hasattr(p, "_hp_mapping")]
     if not params or all(p.dtype == torch.float32 for _n, p in params):
         return None
@@ -139,6 +146,13 @@ def fp32_master_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
     if dist.is_initialized():
         dist.all_reduce(flat, group=params[0][1]._dp_group)
     return out
+
+
+def full_fp32_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` at full size, floats in fp32, its parameters taken from the optimizer's fp32 masters
+    where DeepSpeed keeps them (`fp32_master_weights`): the weights a ``step-N`` checkpoint exports. Collective."""
+    state = {**module.state_dict(), **(fp32_master_weights(module) or {})}
+    return {k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in state.items()}
 
 
 def checkpoint_blocks(body: nn.Module) -> list[nn.Module]:

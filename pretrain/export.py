@@ -1,6 +1,8 @@
 """``pretrain export RUN_DIR OUT_DIR``: a training checkpoint (any ZeRO stage) to the `restore` hub format.
 
-ZeRO partitions are consolidated with DeepSpeed's ``get_fp32_state_dict_from_zero_checkpoint`` (it reads the fp32
+A ``step-N`` checkpoint carries the model's ``config.json`` and full fp32 weights (`pretrain.checkpoint`), so
+export is `checkpoint_model` (``from_pretrained``) plus a card. Checkpoints written before that are rebuilt from
+their recipe: ZeRO partitions are consolidated with DeepSpeed's ``get_fp32_state_dict_from_zero_checkpoint`` (it reads the fp32
 master partitions of every rank, so ZeRO-3's ``(0,)``-shaped module parameters never reach the export; ECOSYSTEM.md
 section 3). The result is loaded strictly into a fresh `RestorationModel` and saved with ``save_pretrained``:
 ``model.safetensors`` + ``config.json`` + a ``README.md`` card naming the data, steps, tasks and recipe.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,7 +21,10 @@ from pretrain.checkpoint import COMPLETE, atomic_write_text, latest_checkpoint, 
 from pretrain.engine import unwrap_state_dict
 from pretrain.recipes import Recipe, recipe_from_dict
 
-__all__ = ["export_checkpoint", "consolidated_state_dict", "find_checkpoint"]
+if TYPE_CHECKING:
+    from restore.model import RestorationModel
+
+__all__ = ["export_checkpoint", "consolidated_state_dict", "find_checkpoint", "checkpoint_model"]
 
 
 def find_checkpoint(run_dir: str | Path, step: int | None = None) -> tuple[int, Path]:
@@ -56,6 +62,26 @@ def consolidated_state_dict(path: Path, recipe: Recipe, ema: bool = False) -> di
     return unwrap_state_dict(state)
 
 
+def checkpoint_model(path: str | Path, ema: bool = False) -> "RestorationModel":
+    """The `RestorationModel` of a complete ``step-N`` folder (its raw or EMA weights), in eval mode.
+
+    A checkpoint carries its ``config.json`` and fp32 weights, so this is ``RestorationModel.from_pretrained``; a
+    checkpoint written before it did (no ``config.json``) is rebuilt from its recipe and its DeepSpeed files
+    (`consolidated_state_dict`), loaded with the same strict loader.
+    """
+    from restore.hub import CONFIG_NAME, load_state_dict_strict
+    from restore.model import RestorationModel
+
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return RestorationModel.from_pretrained(str(path), ema=ema)
+    recipe = recipe_from_dict(json.loads((path / "recipe.json").read_text()))
+    model = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
+    state = consolidated_state_dict(path, recipe, ema=ema)
+    load_state_dict_strict(model, state, str(path), against=f"{recipe.variant} {list(recipe.tasks)} (its recipe)")
+    return model.eval()
+
+
 def _training_text(recipe: Recipe, step: int, ema: bool, world_size: int | None) -> str:
     sched = (f"cosine to {recipe.min_lr:g}" if recipe.schedule == "cosine"
              else f"x{recipe.gamma:g} at steps {', '.join(str(m) for m in recipe.milestones) or '(none)'}")
@@ -78,25 +104,15 @@ def _training_text(recipe: Recipe, step: int, ema: bool, world_size: int | None)
 
 def export_checkpoint(run_dir: str | Path, out_dir: str | Path, *, step: int | None = None, ema: bool = False) -> Path:
     """Write the checkpoint of ``run_dir`` (latest, or ``step``) as a `RestorationModel` folder ``out_dir``."""
-    from restore.model import RestorationModel
-
     s, path = find_checkpoint(run_dir, step)
     recipe = recipe_from_dict(json.loads((path / "recipe.json").read_text()))
     trainer_info = json.loads((path / "trainer.json").read_text()) if (path / "trainer.json").exists() else {}
-    state = consolidated_state_dict(path, recipe, ema=ema)
-    model = RestorationModel(recipe.variant, tasks=list(recipe.tasks), arch=recipe.arch_dict())
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit {recipe.variant} {recipe.tasks}: "
-                         f"missing {missing[:8]}, unexpected {unexpected[:8]}")
-    empty = [k for k, v in state.items() if v.numel() == 0]
-    if empty:
-        raise ValueError(f"checkpoint {path} gave empty tensors for {empty[:8]} (unconsolidated ZeRO-3 weights)")
+    model = checkpoint_model(path, ema=ema)
     out_dir = Path(out_dir)
     model.save_pretrained(
         out_dir,
         model_card_kwargs={
-            "model_name": f"restore-{recipe.variant}-{recipe.name}-step{s}" + ("-ema" if ema else ""),
+            "model_name": f"restore-{model.variant}-{recipe.name}-step{s}" + ("-ema" if ema else ""),
             "datasets": [recipe.data_name],
             "training": _training_text(recipe, s, ema, trainer_info.get("world_size")),
         },

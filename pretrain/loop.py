@@ -79,6 +79,7 @@ def train_loop(
     on_validate: Validate | None = None,
     logger: RunLogger | None = None,
     stop_after: int | None = None,
+    validate_first: bool = False,
 ) -> LoopResult:
     """Train from ``start_step`` to ``trainer.recipe.steps`` optimizer steps.
 
@@ -93,6 +94,8 @@ def train_loop(
             ZeRO-3 where all ranks call it (the parameters are gathered collectively).
         logger: a `RunLogger` (one is made if None).
         stop_after: leave after this many steps of this call (tests); the schedule still follows ``recipe.steps``.
+        validate_first: on a fresh run (``start_step`` 0), validate once before the first step: the starting
+            point's own scores (fine-tuning's step 0).
     """
     r = trainer.recipe
     ckpt_root = Path(run_dir) / "checkpoints"
@@ -102,6 +105,8 @@ def train_loop(
     t_start = time.time()
     t_window, images_window, sums, count = time.time(), 0, {}, 0
     end = r.steps if stop_after is None else min(r.steps, start_step + stop_after)
+    if on_validate is not None and validate_first and start_step == 0:
+        _validate_and_log(trainer, on_validate, 0, rank, logger, result)
     for step in range(start_step + 1, end + 1):
         out = trainer.step([next(stream) for _ in range(r.grad_accum)])
         images_window += out.images
@@ -118,10 +123,7 @@ def train_loop(
             t_window, images_window, sums, count = time.time(), 0, {}, 0
 
         if on_validate is not None and r.val_every and (step % r.val_every == 0 or step == end):
-            metrics = _validate(trainer, on_validate, step, rank)
-            if rank == 0:
-                logger.log(step, {f"val:{k}": v for k, v in metrics.items()})
-                result.validation.append({"step": step, **metrics})
+            _validate_and_log(trainer, on_validate, step, rank, logger, result)
 
         if step % r.ckpt_every == 0 or step == end:
             info = {"seconds_this_run": round(time.time() - t_start, 1), "world_size": world_size}
@@ -139,6 +141,14 @@ def train_loop(
     if own_logger:
         logger.close()
     return result
+
+
+def _validate_and_log(trainer: Trainer, on_validate: Validate, step: int, rank: int, logger: RunLogger,
+                      result: LoopResult) -> None:
+    metrics = _validate(trainer, on_validate, step, rank)
+    if rank == 0:
+        logger.log(step, {f"val:{k}": v for k, v in metrics.items()})
+        result.validation.append({"step": step, **metrics})
 
 
 def _validate(trainer: Trainer, on_validate: Validate, step: int, rank: int) -> dict[str, float]:

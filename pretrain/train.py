@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from pretrain.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, remove_incomplete
+from pretrain.checkpoint import (
+    atomic_write_text, checkpoint_config, latest_checkpoint, load_checkpoint, remove_incomplete,
+)
 from pretrain.data import DataStream, StepData, expand_urls
 from pretrain.launch import DistInfo, init_distributed, setup_single_rank_env
 from pretrain.loop import LoopResult, train_loop
-from pretrain.recipes import Recipe, recipe_from_dict
+from pretrain.recipes import Recipe
 from pretrain.telemetry import RunLogger
 
 __all__ = ["run_pretraining", "run_training", "benchmark_validator", "validation_model", "rank_seed",
-           "build_rank_model", "MODEL_KEYS"]
+           "build_rank_model", "resume_point", "check_resume_fits", "MODEL_KEYS"]
 
 log = logging.getLogger("pretrain.train")
 MODEL_KEYS = ("variant", "tasks", "arch")  # a resumed run must not change these: the checkpoint would not fit
@@ -97,18 +100,114 @@ def build_rank_model(recipe: Recipe, rank: int, model: nn.Module | None = None) 
     return model
 
 
+Validate = Callable[[int, nn.Module], dict]
+StreamFactory = Callable[[DistInfo, "dict | None"], Iterator[StepData]]
+
+
+def resume_point(run_dir: Path, resume: str | None) -> Path | None:
+    """The ``step-N`` folder a run continues from: ``"auto"`` is the latest complete one of ``run_dir`` (None
+    when there is none yet), a path is itself, None is a fresh start."""
+    if resume == "auto":
+        found = latest_checkpoint(run_dir / "checkpoints")
+        return found[1] if found else None
+    return Path(resume) if resume else None
+
+
+def check_resume_fits(resume_path: Path, model: nn.Module) -> None:
+    """Refuse to resume ``resume_path`` into ``model`` when the checkpoint's model (its ``config.json``, or for an
+    older checkpoint its recipe) has another variant, task list or architecture: the weights would not fit."""
+    saved = checkpoint_config(resume_path)
+    want = model.config_dict()
+    for key in MODEL_KEYS:
+        if saved.get(key) != want.get(key):
+            raise ValueError(f"cannot resume {resume_path}: it was trained with {key}={saved.get(key)!r}, this run "
+                             f"asks for {want.get(key)!r}. Use another --out, or the same {key}.")
+
+
+def run_training(
+    recipe: Recipe,
+    model: nn.Module | None,
+    stream_factory: StreamFactory,
+    *,
+    run_dir: str | Path,
+    resume_path: Path | None = None,
+    make_validator: Callable[[Any], Validate | None] | None = None,
+    validate_first: bool = False,
+    stop_after: int | None = None,
+    run_files: dict[str, Any] | None = None,
+    start_info: dict[str, Any] | None = None,
+) -> LoopResult:
+    """The one training entry of the platform: ``pretrain run`` and ``finetune`` both call it.
+
+    It owns the distributed set-up, the per-rank seeding, the engine, removal of interrupted checkpoints, resume,
+    the run folder's ``recipe.json``/``ds_config.json``, logging and the loop; the callers bring what differs.
+
+    Args:
+        recipe: the resolved recipe (optimizer, schedule, precision, steps, checkpoint cadence).
+        model: the model to train (fine-tuning's init; identical on every rank), or None for a fresh one from
+            the recipe (pretraining; `build_rank_model`).
+        stream_factory: ``(dist_info, saved_state) -> iterator of StepData`` with ``state_dict()`` (the shard
+            stream, fine-tuning's paired data); ``saved_state`` is the checkpoint's data position or None.
+        run_dir: output folder (checkpoints, logs); on many nodes a shared filesystem.
+        resume_path: the ``step-N`` folder to continue from (`resume_point`), or None.
+        make_validator: ``trainer -> on_validate`` (or None), called once the engine exists (fine-tuning's
+            validator scores the trainer's EMA).
+        validate_first: score the model once before the first step of a fresh run (fine-tuning's step 0).
+        stop_after: leave after this many steps (tests simulate interruptions with it).
+        run_files: ``{name: JSON-able}`` written into ``run_dir`` by rank 0 next to ``recipe.json``.
+        start_info: extra fields of the log's ``start`` event.
+    """
+    from pretrain.engine import Trainer  # late: imports deepspeed
+
+    setup_single_rank_env()
+    info = init_distributed()
+    run_dir = Path(run_dir)
+    model = build_rank_model(recipe, info.rank, model)
+    if resume_path is not None:
+        check_resume_fits(resume_path, model)
+    micro_batch = recipe.batch_size * (len(recipe.tasks) if recipe.mode == "edt" else 1)
+    trainer = Trainer(model, recipe, micro_batch, info.world_size)
+
+    start_step, data_state = 0, None
+    if info.rank == 0:
+        for p in remove_incomplete(run_dir / "checkpoints"):
+            log.warning("removed %s: a checkpoint interrupted mid-write", p)
+    if resume_path is not None:
+        restored = load_checkpoint(trainer, resume_path, rank=info.rank)
+        start_step, data_state = restored["step"], restored["data"]
+    stream = stream_factory(info, data_state)
+
+    logger = RunLogger(run_dir, rank=info.rank, total_steps=recipe.steps, start_step=start_step)
+    if info.rank == 0:
+        files = {"recipe.json": recipe.to_dict(), "ds_config.json": trainer.ds_config, **(run_files or {})}
+        for name, content in files.items():
+            atomic_write_text(run_dir / name, json.dumps(content, indent=1))
+    logger.event("start", recipe=recipe.name, variant=model.variant, tasks=",".join(recipe.tasks),
+                 world_size=info.world_size, params=sum(p.numel() for p in model.parameters()),
+                 start_step=start_step, resumed_from=str(resume_path) if resume_path else None, **(start_info or {}))
+    on_validate = make_validator(trainer) if make_validator is not None else None
+    result = train_loop(
+        trainer, stream, run_dir=run_dir, rank=info.rank, world_size=info.world_size, start_step=start_step,
+        recipe_dict=recipe.to_dict(), on_validate=on_validate, logger=logger, stop_after=stop_after,
+        validate_first=validate_first,
+    )
+    logger.event("end", step=result.step, seconds=result.seconds,
+                 **{f"skipped_{k}": v for k, v in result.skips.items()})
+    logger.close()
+    return result
+
+
 def run_pretraining(
     recipe: Recipe,
     *,
     run_dir: str | Path,
     data: str | None = None,
     resume: str | None = None,
-    on_validate: Callable[[int, nn.Module], dict] | None = None,
+    on_validate: Validate | None = None,
     stop_after: int | None = None,
-    model: nn.Module | None = None,
-    stream_factory: Callable[[DistInfo, dict | None], Iterator[StepData]] | None = None,
 ) -> LoopResult:
-    """Train ``recipe`` into ``run_dir``; ``resume="auto"`` continues from the latest complete checkpoint there.
+    """Pretrain ``recipe`` into ``run_dir`` on shards; ``resume="auto"`` continues from the latest complete
+    checkpoint there (`run_training` with a fresh model and the shard `DataStream`).
 
     Args:
         recipe: the resolved recipe.
@@ -118,84 +217,33 @@ def run_pretraining(
             ``step-N`` directory.
         on_validate: validation callback; by default the recipe's ``val`` pairs through ``tasks.evaluate``.
         stop_after: leave after this many steps (tests simulate interruptions with it).
-        model: the model to train (default: a fresh ``RestorationModel(recipe.variant, recipe.tasks, arch)``);
-            fine-tuning passes a pretrained one. Its variant, tasks and arch must match the recipe (export
-            rebuilds the model from the recipe).
-        stream_factory: ``(dist_info, saved_state) -> iterator of StepData with state_dict()``, replacing the
-            shard stream (fine-tuning's paired data); ``saved_state`` is None on a fresh start.
     """
     data = data or recipe.data
-    if not data and stream_factory is None:
+    if not data:
         raise ValueError("no training data: pass --data 'shards/train-{000000..000099}.tar' or set data=... ")
-    urls = expand_urls(data) if stream_factory is None else []
-    if data and data != recipe.data:
+    urls = expand_urls(data)
+    if data != recipe.data:
         from dataclasses import replace
 
         recipe = replace(recipe, data=data)
-    setup_single_rank_env()
-    info = init_distributed()
-    run_dir = Path(run_dir)
-    ckpt_root = run_dir / "checkpoints"
 
-    resume_path = None
-    if resume == "auto":
-        found = latest_checkpoint(ckpt_root)
-        resume_path = found[1] if found else None
-    elif resume:
-        resume_path = Path(resume)
-    if resume_path is not None:
-        saved = recipe_from_dict(json.loads((resume_path / "recipe.json").read_text()))
-        for key in MODEL_KEYS:
-            if getattr(saved, key) != getattr(recipe, key):
-                raise ValueError(
-                    f"cannot resume {resume_path}: it was trained with {key}={getattr(saved, key)!r}, this run "
-                    f"asks for {getattr(recipe, key)!r}. Use another --out, or the same {key}."
-                )
-
-    model = build_rank_model(recipe, info.rank, model)
-    micro_batch = recipe.batch_size * (len(recipe.tasks) if recipe.mode == "edt" else 1)
-    from pretrain.engine import Trainer  # late: imports deepspeed
-
-    trainer = Trainer(model, recipe, micro_batch, info.world_size)
-
-    start_step, data_state = 0, None
-    if info.rank == 0:
-        removed = remove_incomplete(ckpt_root)
-        for p in removed:
-            log.warning("removed %s: a checkpoint interrupted mid-write", p)
-    if resume_path is not None:
-        restored = load_checkpoint(trainer, resume_path, rank=info.rank)
-        start_step, data_state = restored["step"], restored["data"]
-
-    if stream_factory is not None:
-        stream = stream_factory(info, data_state)
-    else:
-        stream = DataStream(
+    def stream(info: DistInfo, state: dict | None) -> DataStream:
+        return DataStream(
             urls, recipe.tasks, mode=recipe.mode, batch_size=recipe.batch_size, lr_patch=recipe.lr_patch,
             dn_patch=recipe.dn_patch, seed=recipe.seed, rank=info.rank, world_size=info.world_size,
-            num_workers=recipe.num_workers, state=data_state,
+            num_workers=recipe.num_workers, state=state,
         )
-    logger = RunLogger(run_dir, rank=info.rank, total_steps=recipe.steps, start_step=start_step)
-    if info.rank == 0:
-        atomic_write_text(run_dir / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
-        atomic_write_text(run_dir / "ds_config.json", json.dumps(trainer.ds_config, indent=1))
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.event("start", recipe=recipe.name, variant=recipe.variant, tasks=",".join(recipe.tasks),
-                 world_size=info.world_size, shards=len(urls), params=n_params, start_step=start_step,
-                 resumed_from=str(resume_path) if resume_path else None)
+
     if on_validate is None and recipe.val:
         on_validate = benchmark_validator(recipe.val, recipe.val_images)
-    result = train_loop(
-        trainer, stream, run_dir=run_dir, rank=info.rank, world_size=info.world_size, start_step=start_step,
-        recipe_dict=recipe.to_dict(), on_validate=on_validate, logger=logger, stop_after=stop_after,
+    run_dir = Path(run_dir)
+    result = run_training(
+        recipe, None, stream, run_dir=run_dir,
+        resume_path=resume_point(run_dir, resume), make_validator=lambda _trainer: on_validate,
+        stop_after=stop_after, start_info={"shards": len(urls)},
     )
-    logger.event("end", step=result.step, seconds=result.seconds, **{f"skipped_{k}": v for k, v in result.skips.items()})
-    if info.rank == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         summary: dict[str, Any] = {"step": result.step, "losses": result.losses, "skips": result.skips,
                                    "validation": result.validation, "seconds": result.seconds}
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
-    logger.close()
     return result
-
-
-run_training = run_pretraining  # the name fine-tuning reads better with: same function

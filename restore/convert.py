@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from restore.hub import load_state_dict_strict
 from restore.registry import get_variant, list_variants
 from tasks.errors import InputError
 
@@ -279,12 +280,12 @@ def _adapt_ipt(sd: StateDict, tasks: list[str] | None) -> tuple[dict, list[str],
 
 
 def _edt_official_task(task: str) -> str:
-    from tasks.registry import get_task
+    from tasks.registry import TaskKind, get_task
 
     t = get_task(task)
-    if t.kind == "sr":
+    if t.kind is TaskKind.SR:
         return f"sr_x{t.scale}"
-    if t.kind == "denoise":
+    if t.kind is TaskKind.DENOISE:
         return f"dn_g{int(t.sigma)}"
     levels = {"derain_light": "L", "derain_heavy": "H"}
     if task not in levels:
@@ -461,18 +462,9 @@ def convert_checkpoint(
         model = RestorationModel(_variant_for(family, arch), tasks=tasks, arch=arch)
     except (ValueError, TypeError) as err:  # inferred or --arch values the architecture refuses
         raise InputError(f"{where}: {' '.join(str(err).split())} (architecture {arch})") from err
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(ours))
-    extra = sorted(set(ours) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(ours[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in sorted(set(ours) & set(expected)) if ours[k].shape != expected[k].shape]
-    if missing or extra or shapes:
-        raise InputError(
-            f"{where}: the {family} checkpoint does not match the architecture {arch}: missing keys: {missing[:20]}; "
-            f"unexpected keys: {extra[:20]}; shape mismatches: {shapes[:20]}; pass the official constructor "
-            "arguments (e.g. --arch num_heads=8) if the inference was wrong"
-        )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in ours.items()}, strict=True)
+    load_state_dict_strict(model, ours, where, against=f"the {family} architecture {arch}",
+                           fix="pass the official constructor arguments (e.g. --arch num_heads=8) if the inference "
+                               "was wrong")
     return model.eval()
 
 

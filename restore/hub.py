@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_model
 
 from cards import model_card_template
+from restore.checkpoints import EMA_WEIGHTS, training_folder
 from tasks.errors import InputError
 from tasks.io import publish_mode
 
@@ -140,13 +141,16 @@ def generate_model_card(model: "RestorationModel", mixin_generate: Callable[...,
 # ----------------------------------------------------------------------------------------------- loading
 
 
-def _resolve_local(folder: Path) -> tuple[Path, Path]:
+def _resolve_local(folder: Path, weights_name: str = WEIGHTS_NAME) -> tuple[Path, Path]:
     config = folder / CONFIG_NAME
-    weights = folder / WEIGHTS_NAME
+    weights = folder / weights_name
     for path in (weights, config):
         if path.is_dir():
             raise IsADirectoryError(f"{path} is a folder, not a file; {folder} is not a restore model folder "
                                     "(save one with save_pretrained)")
+    if weights_name == EMA_WEIGHTS and not weights.is_file():
+        raise FileNotFoundError(f"checkpoint {folder} holds no {EMA_WEIGHTS} (its recipe had ema=0); load it "
+                                "without ema=True")
     if not weights.is_file():
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
         if pickles:
@@ -158,6 +162,22 @@ def _resolve_local(folder: Path) -> tuple[Path, Path]:
             "(official checkpoints go through `restore convert`)"
         )
     return config, weights
+
+
+def _local_weights(path: Path, ema: bool) -> tuple[Path, str]:
+    """The model folder and weights file name meant by a local ``path``: itself, or for a training run / ``step-N``
+    folder (`restore.checkpoints`) that checkpoint, with its EMA weights when ``ema``."""
+    step_dir = training_folder(path)
+    if step_dir is None:
+        if ema:
+            raise InputError(f"ema=True: {path} is not a training run or step-N folder (an exported model holds one "
+                             "set of weights); load it without ema=True")
+        return path, WEIGHTS_NAME
+    if not (step_dir / CONFIG_NAME).is_file():
+        raise InputError(f"{step_dir} was written before training checkpoints carried their model (no "
+                         f"{CONFIG_NAME}); export it once with `pretrain export {step_dir.parent.parent} OUT"
+                         f"{' --ema' if ema else ''}` (or pass it to finetune --init), then load OUT")
+    return step_dir, EMA_WEIGHTS if ema else WEIGHTS_NAME
 
 
 def _repo_pickles(repo_id: str, revision: str | None, token: str | bool | None) -> list[str]:
@@ -250,12 +270,15 @@ def _name_keys(keys: list[str], limit: int = 12) -> str:
     return shown + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, *,
+                           against: str = "the model built from its config.json", fix: str | None = None) -> None:
     """Load ``state`` into ``model``; raise `CorruptCheckpointError` naming the keys that cannot be used.
 
     Missing, unexpected and mis-shaped keys are refused; so are integer/bool tensors where the model has float
     ones (a float of another precision, e.g. fp16 weights, is cast to the model's dtype as ``load_state_dict``
     does) and non-finite values (NaN/Inf: every output would be NaN, usually a diverged training run).
+    The one strict loader of the project (hub, ``restore convert``, training exports); ``against`` names what
+    the model was built from and ``fix`` is appended to a mismatch message.
     """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -276,7 +299,7 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
         parts.append(f"non-float tensors: {_name_keys(dtypes)}")
     if parts:
         raise CorruptCheckpointError(
-            f"weights in {source} do not match the model built from its config.json; " + "; ".join(parts)
+            f"weights in {source} do not match {against}; " + "; ".join(parts) + (f"; {fix}" if fix else "")
         )
     non_finite = [k for k in common if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
     if non_finite:
@@ -320,6 +343,7 @@ def from_pretrained(
     token: str | bool | None = None,
     local_files_only: bool = False,
     map_location: str | torch.device = "cpu",
+    ema: bool = False,
 ) -> "RestorationModel":
     """See `RestorationModel.from_pretrained`."""
     device = _check_device(map_location)
@@ -331,13 +355,16 @@ def from_pretrained(
     if path.is_symlink() and not path.exists():
         raise FileNotFoundError(f"{path} is a broken symbolic link (to {os.readlink(path)!r})")
     if path.is_dir():
-        config_path, weights_path = _resolve_local(path)
+        config_path, weights_path = _resolve_local(*_local_weights(path, ema))
         config = _read_config(config_path)
         source = str(path)
         fix = "re-save it with save_pretrained (or re-run restore convert), or copy it again"
     else:
         if not _REPO_ID.fullmatch(str(name_or_path)):
             raise FileNotFoundError(f"{name_or_path!r} is neither an existing folder nor a Hub repo id (org/name)")
+        if ema:
+            raise InputError(f"ema=True reads a training checkpoint folder; {name_or_path!r} is a Hub repo id, "
+                             "whose weights are the ones it was published with")
         download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
                         local_files_only=local_files_only)
         config_path = _hub_file(str(name_or_path), CONFIG_NAME, **download)
