@@ -2,9 +2,12 @@
 
     restore eval --model ID_OR_DIR --task sr_x4 --benchmark Set5 Set14 B100 -o results.json
     restore eval --bicubic --task sr_x2 sr_x3 sr_x4 --benchmark Set5 Set14 B100
+    restore eval --model ID --task sr_any --scale 2 3 4 6 8 12 --benchmark Set5 Set14   # a column per scale
+    restore eval --model ID --task realsr_x4 --benchmark Set14-realsr_x4 --metric lpips   # PSNR / SSIM / LPIPS
 
 Everything that can be checked is checked before a model is loaded or an image scored: task names, benchmark
-names, ``--device``, ``-o`` (not a folder, writable), the numeric options. A benchmark image that cannot be read
+names, ``--device``, ``-o`` (not a folder, writable), the numeric options, ``--scale``, and with ``--metric lpips`` the
+LPIPS network (its package and backbone weights, `tasks.perceptual`). A benchmark image that cannot be read
 (zero bytes, truncated) or is too small to score is skipped by name: the table is printed for the rest, marked
 with the number of images scored, the skipped files are listed with their reason, and the exit status is 1.
 """
@@ -20,8 +23,9 @@ from typing import Any, Callable
 
 from tasks.errors import InputError, at_least, check_device
 from tasks.io import atomic_path
-from tasks.evaluate import ENV_VAR, EvalResult, _resolve_benchmark, bicubic_baseline, evaluate
-from tasks.registry import get_task
+from tasks.evaluate import ENV_VAR, EvalResult, _resolve_benchmark, _sr_any_scale, bicubic_baseline, evaluate
+from tasks.perceptual import BACKBONES, NETS, LPIPSMetric
+from tasks.registry import Task, get_task
 
 __all__ = ["eval_main", "build_parser", "markdown_table"]
 
@@ -30,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``restore eval`` argument parser."""
     p = argparse.ArgumentParser(
         prog="restore eval",
-        description="Evaluate a restoration model on benchmarks with the field's protocol (PSNR/SSIM).",
+        description="Evaluate a restoration model on benchmarks with the field's protocol (PSNR/SSIM, and LPIPS).",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="Hub id or local folder of a saved RestorationModel")
@@ -40,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", nargs="+", required=True, help="task name(s), e.g. sr_x4 denoise_g25 derain")
     p.add_argument("--benchmark", nargs="+", required=True, help="dataset names (e.g. Set5 Set14 B100) or folders")
+    p.add_argument("--scale", nargs="+", type=float, default=None,
+                   help="--task sr_any: output scales, one column each (e.g. 2 3 4 6 8 12 or 2.5; default 4)")
+    p.add_argument("--metric", nargs="+", choices=("psnr", "ssim", "lpips"), default=[],
+                   help="lpips adds LPIPS beside PSNR/SSIM, which are always scored (needs restore[metrics])")
+    p.add_argument("--lpips-net", choices=NETS, default="alex", help="LPIPS network (default: alex)")
+    p.add_argument("--lpips-backbone", choices=BACKBONES, default="imagenet",
+                   help="imagenet: torchvision's weights from the torch hub cache (default); random: seed-0 random "
+                        "init, for tests only (not a perceptual score)")
     p.add_argument("--root", help=f"benchmark root (default: ${ENV_VAR}, then ../shared/benchmarks)")
     p.add_argument("--tile", type=at_least(1), default=None, help="tile size for inference (default: whole image)")
     p.add_argument("--overlap", type=at_least(0), default=32, help="tile overlap in pixels (default: 32)")
@@ -58,22 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def markdown_table(results: list[EvalResult]) -> str:
-    """Benchmarks as rows, tasks as columns, cells ``PSNR / SSIM``.
+    """Benchmarks as rows, tasks as columns (one per scale for ``sr_any``), cells ``PSNR / SSIM`` (``/ LPIPS``).
 
     A cell whose benchmark had skipped images says over how many images it was scored (``(4 of 5 images)``): its
     mean is not comparable with published tables.
     """
-    tasks_ = list(dict.fromkeys(r.task for r in results))
+    tasks_ = list(dict.fromkeys(r.label for r in results))
     benches = list(dict.fromkeys(r.benchmark for r in results))
 
     def text(r: EvalResult) -> str:
         partial = f" ({len(r.per_image)} of {len(r.per_image) + len(r.skipped)} images)" if r.skipped else ""
-        return f"{r.psnr:.2f} / {r.ssim:.4f}{partial}"
+        lpips = f" / {r.lpips:.4f}" if r.lpips is not None else ""
+        return f"{r.psnr:.2f} / {r.ssim:.4f}{lpips}{partial}"
 
-    cell = {(r.benchmark, r.task): text(r) for r in results}
+    cell = {(r.benchmark, r.label): text(r) for r in results}
     lines = ["| benchmark | " + " | ".join(tasks_) + " |", "|---|" + "---|" * len(tasks_)]
     for b in benches:
         lines.append(f"| {b} | " + " | ".join(cell.get((b, t), "-") for t in tasks_) + " |")
+    if any(r.lpips is not None for r in results):
+        lines.append("\ncells: PSNR (dB) / SSIM / LPIPS (lower is better)")
     return "\n".join(lines)
 
 
@@ -98,6 +113,16 @@ def _write_json(path: str, payload: dict) -> None:
         tmp.write_text(json.dumps(payload, indent=2))
 
 
+def _runs(task_objs: list[Task], scales: list[float] | None) -> list[tuple[Task, float | None]]:
+    """(task, scale) per table column: ``sr_any`` once per ``--scale`` (checked here, before any work), the other
+    tasks once with scale None."""
+    if scales and not any(t.name == "sr_any" for t in task_objs):
+        raise InputError("--scale is for --task sr_any; the other tasks have a fixed scale: drop --scale")
+    for s in scales or ():
+        _sr_any_scale(get_task("sr_any"), s)
+    return [(t, s) for t in task_objs for s in ((scales or [None]) if t.name == "sr_any" else [None])]
+
+
 def eval_main(argv: list[str] | None = None, load_model: Callable[..., Any] | None = None) -> int:
     """Entry point of ``restore eval``; returns the exit status.
 
@@ -112,11 +137,13 @@ def eval_main(argv: list[str] | None = None, load_model: Callable[..., Any] | No
     try:
         # everything checkable is checked before the model loads and the first image is scored
         task_objs = [get_task(t) for t in args.task]
+        runs = _runs(task_objs, args.scale)
         device = check_device(args.device, "--device")
         for bench in args.benchmark:
             _resolve_benchmark(bench, args.root)
         if args.output:
             _check_output(args.output)
+        lpips = LPIPSMetric(args.lpips_net, args.lpips_backbone) if "lpips" in args.metric else False
         model = None
         if args.model:
             if load_model is None:
@@ -129,18 +156,19 @@ def eval_main(argv: list[str] | None = None, load_model: Callable[..., Any] | No
         elif args.tile or args.ensemble:
             raise InputError("--tile and --ensemble are inference options of --model; the bicubic baseline takes "
                              "neither")
+        inference = {"tile": args.tile, "overlap": args.overlap, "ensemble": args.ensemble} if model is not None else {}
         results = []
         for bench in args.benchmark:
-            for task in task_objs:
-                restorer = model if model is not None else bicubic_baseline(task)
+            for task, scale in runs:
+                restorer = model if model is not None else bicubic_baseline(task, scale)
                 results.append(
                     evaluate(
-                        restorer, bench, task, root=args.root, device=device,
-                        **({"tile": args.tile, "overlap": args.overlap, "ensemble": args.ensemble} if model else {}), limit=args.limit, round_y=args.round_y,
-                        skip_unreadable=True,
+                        restorer, bench, task, root=args.root, device=device, **inference, limit=args.limit,
+                        round_y=args.round_y, skip_unreadable=True, scale=scale, lpips=lpips,
                     )
                 )
-    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, TypeError) as err:
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, TypeError,
+            ImportError) as err:
         print(f"restore eval: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(markdown_table(results))

@@ -1,4 +1,5 @@
-"""tasks.cli.eval_main (``restore eval``): the table, the JSON file and errors, with the bicubic baseline."""
+"""tasks.cli.eval_main (``restore eval``): the table, the JSON file, ``--metric lpips`` and errors, with the bicubic
+baseline."""
 
 from __future__ import annotations
 
@@ -59,3 +60,36 @@ def test_errors_exit_2_with_a_message(bench_root, capsys):
         eval_main(["--task", "sr_x2", "--benchmark", "Set5"])  # neither --model nor --bicubic
     assert eval_main(["--bicubic", "--task", "sr_x2", "--benchmark", "Set5", "--tile", "32"]) == 2
     assert "inference options of --model" in capsys.readouterr().err
+
+
+def _bird(bench_root, folder):
+    save_image(tasks.read_image(bench_root / "Set5" / "HR" / "bird.png")[:, :48, :40], folder / "bird.png")
+    return folder
+
+
+def test_metric_lpips_adds_a_score_to_cells_and_json(bench_root, tmp_path, capsys):
+    pytest.importorskip("lpips")
+    from tasks.perceptual import LPIPSMetric
+
+    images, out = _bird(bench_root, tmp_path / "imgs"), tmp_path / "r.json"
+    rc = eval_main(["--bicubic", "--task", "sr_x2", "--benchmark", str(images), "--metric", "lpips",
+                    "--lpips-backbone", "random", "-o", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    direct = tasks.evaluate(bicubic_baseline("sr_x2"), images, "sr_x2", lpips=LPIPSMetric(backbone="random"))
+    assert f"{direct.psnr:.2f} / {direct.ssim:.4f} / {direct.lpips:.4f}" in text and "LPIPS" in text
+    result = json.loads(out.read_text())["results"][0]
+    assert result["lpips"] == direct.lpips and result["psnr"] == direct.psnr
+    assert result["protocol"]["lpips"] == {"net": "alex", "version": "0.1", "backbone": "random",
+                                           "input": "RGB in [-1, 1]"}
+
+
+def test_metric_lpips_without_backbone_weights_exits_2_before_scoring(bench_root, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("lpips")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    images, out = _bird(bench_root, tmp_path / "imgs"), tmp_path / "r.json"
+    rc = eval_main(["--bicubic", "--task", "sr_x2", "--benchmark", str(images), "--metric", "lpips", "-o", str(out)])
+    assert rc == 2 and not out.exists()
+    err = capsys.readouterr().err
+    assert "alexnet-owt-7be5be79.pth" in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err
+    assert len(err.strip().splitlines()) == 1
