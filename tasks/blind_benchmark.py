@@ -74,14 +74,20 @@ def make_blind_benchmark(
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m tasks.blind_benchmark``: one stored benchmark per dataset named."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m tasks.blind_benchmark`` argument parser."""
     p = argparse.ArgumentParser(prog="python -m tasks.blind_benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("benchmark", nargs="+", help="dataset names under the benchmark root (e.g. Set14) or folders")
     p.add_argument("--task", default="realsr_x4", help="blind task: realsr_x2, realsr_x4 (default) or bsrgan_x4")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0, what evaluate uses unstored)")
     p.add_argument("--root", help="benchmark root (default: $RESTORE_BENCHMARKS, then ../shared/benchmarks)")
     p.add_argument("-o", "--output", required=True, help="folder to write <Name>-<task>/ into")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tasks.blind_benchmark``: one stored benchmark per dataset named."""
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         for bench in args.benchmark:
