@@ -1,12 +1,14 @@
 """The ``restore`` command: ``restore run`` (restore image files), ``restore eval``, ``restore convert``, ``restore export``.
 
 ``restore run --model ID_OR_DIR --task sr_x4 IN... -o OUT`` restores files and folders (recursively) with a
-progress bar. Before the model loads it refuses (exit 2) bad options, a device this machine lacks, missing inputs,
-an output folder it cannot write, and any plan that would overwrite an input file (compared through symlinks and
-hard links), send two inputs to one output name, or replace existing outputs without ``--overwrite``. During the
-run a file that cannot be used (unreadable, several frames, over the pixel budget, NaN output) is skipped by
-name; the run goes on, and the summary ("restored N of M") lists each skipped file with its reason (exit 1).
-Outputs are written to a temporary file and renamed, so OUT never holds a half-written image, even after Ctrl-C.
+progress bar. ``--model`` may also be a model file of another project that spandrel loads (``RealESRGAN_x4.pth``,
+``.safetensors``; `restore.thirdparty`), whose scale names the task when ``--task`` is left out. Before the model
+loads it refuses (exit 2) bad options, a device this machine lacks, missing inputs, an output folder it cannot
+write, and any plan that would overwrite an input file (compared through symlinks and hard links), send two inputs
+to one output name, or replace existing outputs without ``--overwrite``. During the run a file that cannot be used
+(unreadable, several frames, over the pixel budget, NaN output) is skipped by name; the run goes on, and the
+summary ("restored N of M") lists each skipped file with its reason (exit 1). Outputs are written to a temporary
+file and renamed, so OUT never holds a half-written image, even after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import stat
 import sys
 import tempfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +71,10 @@ def _size_wxh(text: str) -> tuple[int, int]:
 def build_run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="restore run", description="Restore image files or folders with a model.")
     p.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", required=True, help="Hub repo id (org/name) or local folder from save_pretrained")
-    p.add_argument("--task", required=True, help="task name, e.g. sr_x4, denoise_g25, derain")
+    p.add_argument("--model", required=True, help="Hub repo id (org/name), local folder from save_pretrained, or a "
+                   "model file that spandrel loads (.pth, .pt, .ckpt, .safetensors: ESRGAN, SwinIR, HAT, DAT...)")
+    p.add_argument("--task", default=None, help="task name, e.g. sr_x4, denoise_g25, derain (optional for a model "
+                   "with one task, and for a model file of scale s > 1: sr_x<s>)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder (created if missing)")
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     p.add_argument("--tile", type=at_least(1), default=None, help="restore in tiles of about this many pixels")
@@ -80,7 +85,10 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size_wxh, default=None, metavar="WxH",
                    help="--task sr_any only: output size in pixels instead of --scale (e.g. 1920x1080)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="compute dtype: float32 (default), fp16, bf16")
+    p.add_argument("--dtype", default=None, help="compute dtype: float32 (default), fp16, bf16; a tile that "
+                   "overflows is recomputed in float32 (with a warning)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (dynamic shapes; faster on "
+                   "many or large images after a slow first one); runs eagerly, with a warning, where unavailable")
     p.add_argument("--max-pixels", type=at_least(1), default=None,
                    help="skip images with more pixels than this (default: $RESTORE_MAX_PIXELS or 89478485, "
                         "Pillow's decompression-bomb limit)")
@@ -324,25 +332,64 @@ def _suffix_note(ignored: Counter) -> str:
     return f"{sum(ignored.values())} file(s) without an image suffix ignored ({kinds})"
 
 
+def _check_scale_options(task: str, args: argparse.Namespace) -> None:
+    """``--scale``/``--size``: exactly one for sr_any, neither for any other task."""
+    from tasks.errors import InputError
+
+    if task == "sr_any" and (args.scale is None) == (args.size is None):
+        raise InputError("--task sr_any needs exactly one of --scale (e.g. --scale 2.7) or --size WxH")
+    if task != "sr_any" and (args.scale is not None or args.size is not None):
+        raise InputError(f"--scale and --size are for --task sr_any; {task} has a fixed scale: drop them")
+
+
+def _load_model(args: argparse.Namespace, device: str) -> tuple[Any, str]:
+    """The model of ``--model`` (a restore model, or a model file through spandrel) and the task to run."""
+    from restore.thirdparty import load_any
+    from tasks.errors import InputError
+
+    if args.task is not None:  # checked before the model loads where the task is known
+        _check_scale_options(args.task, args)
+    try:
+        model = load_any(args.model, revision=args.revision, map_location=device,
+                         tasks=None if args.task is None else [args.task])
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot load model {args.model!r}: {err}") from None
+    task = args.task
+    if task is None:
+        if len(model.tasks) != 1:
+            raise InputError(f"model {args.model} serves several tasks; pass --task with one of: "
+                             f"{', '.join(model.tasks)}")
+        task = model.tasks[0]
+        _check_scale_options(task, args)
+    if task not in model.tasks:
+        raise InputError(f"model {args.model} has no task {task!r}; its tasks: {', '.join(model.tasks)}")
+    return model, task
+
+
+def _restore_reporting(**kwargs: Any) -> Any:
+    """``restore_image(**kwargs)``, its `FallbackWarning`s (fp32 recompute, eager run) printed as one line each."""
+    from tqdm import tqdm
+
+    from restore.inference import FallbackWarning, restore_image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FallbackWarning)
+        out = restore_image(**kwargs)
+    for w in caught:
+        if issubclass(w.category, FallbackWarning):
+            tqdm.write(f"warning: {_show(str(w.message))}", file=sys.stderr)
+        else:  # not ours: shown as Python would have
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return out
+
+
 def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, total: int) -> int:
     """Load the model and restore ``plan.jobs``; a file that fails is skipped by name and the run goes on."""
     from tqdm import tqdm
 
-    from restore.inference import restore_image
-    from restore.model import RestorationModel
-    from tasks.errors import InputError
     from tasks.io import load_image
 
-    if args.task == "sr_any" and (args.scale is None) == (args.size is None):
-        raise InputError("--task sr_any needs exactly one of --scale (e.g. --scale 2.7) or --size WxH")
-    if args.task != "sr_any" and (args.scale is not None or args.size is not None):
-        raise InputError(f"--scale and --size are for --task sr_any; {args.task} has a fixed scale: drop them")
-    try:
-        model = RestorationModel.from_pretrained(args.model, revision=args.revision, map_location=device)
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot load model {args.model!r}: {err}") from None
-    if args.task not in model.tasks:
-        raise InputError(f"model {args.model} has no task {args.task!r}; its tasks: {', '.join(model.tasks)}")
+    model, task = _load_model(args, device)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     skipped, done, stopped = list(plan.skipped), 0, None
@@ -364,9 +411,10 @@ def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, to
             if loaded.note:
                 tqdm.write(f"note: {_show(loaded.note)}", file=sys.stderr)
             try:
-                out = restore_image(model, loaded.image, args.task, tile=args.tile, overlap=args.overlap,
-                                    ensemble=args.ensemble, device=device, dtype=args.dtype,
-                                    scale=args.scale, size=args.size)
+                out = _restore_reporting(model=model, image=loaded.image, task=task, tile=args.tile,
+                                         overlap=args.overlap, ensemble=args.ensemble, device=device,
+                                         dtype=args.dtype, scale=args.scale, size=args.size, compile=args.compile,
+                                         name=_show(src))
             except (FloatingPointError, ValueError) as err:
                 skip(src, str(err))
                 continue
@@ -401,6 +449,20 @@ def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, to
     return EXIT_FAILED if skipped or stopped else EXIT_OK
 
 
+def _eval_loader(argv: list[str]) -> Any:
+    """``restore eval``'s loader (`restore.thirdparty.load_any`): a model file serves the ``--task``s asked for,
+    checked against its scale; anything else is a restore model (`RestorationModel.from_pretrained`)."""
+
+    def load(name: str, revision: str | None = None, map_location: Any = "cpu") -> Any:
+        from restore.thirdparty import load_any
+        from tasks.cli import build_parser
+
+        tasks = build_parser().parse_known_args(argv)[0].task  # eval_main has parsed argv already: it is valid
+        return load_any(name, revision=revision, map_location=map_location, tasks=tasks)
+
+    return load
+
+
 def _dispatch(module: str, func: str, argv: list[str], what: str) -> int:
     import importlib
 
@@ -431,10 +493,9 @@ def _main(argv: list[str]) -> int:
     if command == "run":
         return run_main(rest)
     if command == "eval":
-        from restore.model import RestorationModel
         from tasks.cli import eval_main
 
-        return int(eval_main(rest, load_model=RestorationModel.from_pretrained) or 0)
+        return int(eval_main(rest, load_model=_eval_loader(rest)) or 0)
     if command == "convert":
         return _dispatch("restore.convert", "convert_main", rest, "restore convert")
     if command == "export":

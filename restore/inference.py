@@ -7,6 +7,12 @@ and rises with a raised-cosine ramp across the rest of the overlap; the weights 
 and outputs accumulate tile by tile into one preallocated buffer, so peak memory is the output plus one tile.
 The x8 self-ensemble (flips and 90-degree rotations, averaged) is the one of EDT/SwinIR/HAT test scripts.
 
+Half precision is made safe per tile: fp16 overflows (Transformer SR models give black or NaN images in the
+field's trackers), so a tile whose fp16/bf16 output is not finite is recomputed in float32 and one
+`FallbackWarning` per image names the file. ``compile=True`` runs the model through ``torch.compile`` with dynamic
+shapes (one compilation serves every tile and image size), and runs it eagerly, with one warning, where the
+backend is unavailable or compilation fails.
+
 Arbitrary-scale SR (``sr_any``) tiles the same input grid; each output pixel belongs to the tiles whose input span
 holds its centre, is queried there at its own coordinate (mapped into the tile's frame, so a tile that covers the
 image computes exactly the untiled output) and is blended with the same ramp evaluated at that centre
@@ -17,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "restore_image", "restorer", "tiled_forward", "tiled_query", "self_ensemble", "round_tile", "resolve_dtype",
+    "FallbackWarning",
 ]
 
 _DTYPES = {
@@ -46,6 +55,60 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}")
     return _DTYPES[dtype]
+
+
+class FallbackWarning(RuntimeWarning):
+    """The work was done another way than asked, with the same result: a tile recomputed in float32 after a
+    half-precision overflow, or an eager run where ``torch.compile`` is unavailable."""
+
+
+def _call(model: Any, x: torch.Tensor, task: str, size: tuple[int, int] | None) -> torch.Tensor:
+    return model(x, task) if size is None else model(x, task, size=size)
+
+
+_COMPILED: dict[str, Callable[..., torch.Tensor]] = {}  # backend -> `_call` compiled for it (guards key the model)
+_EAGER: "weakref.WeakSet[Any]" = weakref.WeakSet()  # models whose compilation failed: warned once, then eager
+
+
+def _one_line(err: BaseException) -> str:
+    return (" ".join(str(err).split()) or type(err).__name__)[:200]
+
+
+def _model_call(model: Any, compile: bool | str) -> Callable[[torch.Tensor, str, tuple[int, int] | None], torch.Tensor]:
+    """``model(x, task[, size=])``, through ``torch.compile(dynamic=True)`` when ``compile`` is True (inductor) or
+    a backend name; eager, with one `FallbackWarning` per model, where the backend is missing or compiling fails.
+
+    The compiled function takes the model as an argument, so nothing here keeps a model alive, and dynamo's
+    guards on the argument reuse one compilation per model across `restore_image` calls.
+    """
+    if not compile or model in _EAGER:
+        return lambda x, task, size: _call(model, x, task, size)
+    backend = "inductor" if compile is True else str(compile)
+
+    def fall_back(err: BaseException) -> None:
+        _EAGER.add(model)
+        warnings.warn(f"torch.compile (backend {backend!r}) is unavailable here, running eagerly: {_one_line(err)}",
+                      FallbackWarning, stacklevel=2)
+
+    if backend not in _COMPILED:
+        try:
+            _COMPILED[backend] = torch.compile(_call, dynamic=True, backend=backend)
+        except Exception as err:  # noqa: BLE001 - an unknown or unimportable backend: run eagerly instead
+            fall_back(err)
+            return lambda x, task, size: _call(model, x, task, size)
+    compiled = _COMPILED[backend]
+
+    def run(x: torch.Tensor, task: str, size: tuple[int, int] | None) -> torch.Tensor:
+        if model not in _EAGER:
+            try:
+                return compiled(model, x, task, size)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as err:  # noqa: BLE001 - compilation failed (no C compiler, an op inductor lacks, ...);
+                fall_back(err)  # an error of the model itself is raised again by the eager call below
+        return _call(model, x, task, size)
+
+    return run
 
 
 def round_tile(tile: int, multiple: int) -> int:
@@ -397,6 +460,8 @@ def restore_image(
     dtype: torch.dtype | str | None = None,
     scale: float | tuple[float, float] | None = None,
     size: tuple[int, int] | None = None,
+    compile: bool | str = False,
+    name: str | None = None,
 ) -> Any:
     """Restore one image with ``model`` for ``task``; returns the same kind of image as given.
 
@@ -412,15 +477,21 @@ def restore_image(
         overlap: pixels shared by neighbouring tiles.
         ensemble: average the 8 flips/rotations (x8 self-ensemble; 8x slower, usually +0.05-0.1 dB).
         device: where to run the model (the model is moved there); default: where the model is.
-        dtype: compute dtype under autocast (``"fp16"``, ``"bf16"``); default float32.
+        dtype: compute dtype under autocast (``"fp16"``, ``"bf16"``); default float32. A tile whose output
+            overflows (NaN or inf) is recomputed in float32, with one `FallbackWarning` naming the image.
         scale, size: for ``sr_any`` only, exactly one: the scale (a float or (sh, sw); output
             ``ceil(scale * size)`` per side) or the output (out_h, out_w).
+        compile: run the model through ``torch.compile`` with dynamic shapes (True: inductor; or a backend name),
+            compiled once per model; eager, with one `FallbackWarning`, where that backend is unavailable.
+        name: what warnings call the image (default: its path, or ``"input"``).
 
     Raises:
-        FloatingPointError: the model's output holds NaN or inf (an error, not a black image).
+        FloatingPointError: the model's output holds NaN or inf even in float32 (an error, not a black image).
     """
     if task not in model.tasks:
         raise ValueError(f"task {task!r} is not served by this model; its tasks are: {', '.join(model.tasks)}")
+    if name is None:
+        name = str(image) if isinstance(image, (str, Path)) else "input"
     x, layout = _to_input(image)
     if not torch.isfinite(x).all():
         raise ValueError("the image holds NaN or infinite values; fix or mask them before restoring")
@@ -436,26 +507,37 @@ def restore_image(
                          f"(x{model.scale(task)})")
     fixed_scale = None if arbitrary else model.scale(task)
 
-    def autocast() -> Any:
-        return (torch.autocast(run_device.type, dtype=compute_dtype)
-                if compute_dtype not in (None, torch.float32) else contextlib.nullcontext())
+    half = compute_dtype not in (None, torch.float32)
+    tiles = {"run": 0, "recomputed": 0}
+    call = _model_call(model, compile)
+
+    def autocast(lower: bool) -> Any:
+        return torch.autocast(run_device.type, dtype=compute_dtype) if lower else contextlib.nullcontext()
 
     def run(z: torch.Tensor) -> torch.Tensor:
         if not arbitrary:
-            return model(z, task)
+            return call(z, task, None)
         # a rotated (transposed) input asks for the transposed output
         transposed = z.shape[-2:] != x.shape[-2:]
-        return model(z, task, size=out_size[::-1] if transposed else out_size)
+        return call(z, task, out_size[::-1] if transposed else out_size)
+
+    def safe(compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()`` in the compute dtype, or in float32 again where that overflowed (counted per tile)."""
+        tiles["run"] += 1
+        with autocast(half):
+            y = compute().float()
+        if half and not torch.isfinite(y).all():
+            tiles["recomputed"] += 1
+            y = compute().float()
+        return y
 
     def fn(t: torch.Tensor) -> torch.Tensor:
         t = t.to(run_device)
-        with autocast():
-            y = self_ensemble(run, t) if ensemble else run(t)
-        return y.float()
+        return safe(lambda: self_ensemble(run, t) if ensemble else run(t))
 
     def query(patch: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        with autocast():
-            return model.query_points(patch.to(run_device), task, coord.to(run_device), cell.to(run_device)).float()
+        patch, coord, cell = patch.to(run_device), coord.to(run_device), cell.to(run_device)
+        return safe(lambda: model.query_points(patch, task, coord, cell))
 
     if arbitrary and ensemble and (tile is not None or (x.shape[-2] == x.shape[-1] and out_size[0] != out_size[1])):
         raise ValueError("ensemble=True with task 'sr_any' works untiled and for outputs that rotate with the "
@@ -473,11 +555,15 @@ def restore_image(
                 y = tiled_forward(fn, x, fixed_scale, tile, overlap, multiple=multiple)
     finally:
         model.train(was_training)
+    if tiles["recomputed"]:
+        precision = str(compute_dtype).removeprefix("torch.")
+        warnings.warn(f"{name}: {precision} overflowed (NaN or inf) in {tiles['recomputed']} of {tiles['run']} "
+                      f"tile(s); those were recomputed in float32", FallbackWarning, stacklevel=2)
     if not torch.isfinite(y).all():
         # clamping would turn NaN into black and inf into white: a wrong image that looks like a result
-        hint = (" (fp16 overflows easily: try dtype='bf16' or 'float32')" if compute_dtype == torch.float16
-                else " (check the weights, or try another --dtype)")
-        raise FloatingPointError(f"the model's output for this image holds NaN or infinite values{hint}")
+        again = " even after recomputing in float32" if tiles["recomputed"] else ""
+        raise FloatingPointError(f"the model's output for this image holds NaN or infinite values{again}; check the "
+                                 f"weights")
     return _to_output(y, layout, fixed_scale)
 
 
@@ -512,8 +598,9 @@ def restorer(
     as it is: ``tasks.evaluate(restorer(fn, "sr_x4", tile=128), "Set5", "sr_x4")``.
 
     Args:
-        model: a `RestorationModel` (run through `restore_image`), or a callable lq -> restored (float in [0, 1]
-            or uint8, which is turned into float) with the task's fixed scale.
+        model: a `RestorationModel` or a `restore.thirdparty.ThirdPartyModel` (run through `restore_image`), or a
+            callable lq -> restored (float in [0, 1] or uint8, which is turned into float) with the task's fixed
+            scale.
         task: the task name or ``tasks.Task``; one of ``model.tasks`` for a model.
         tile, overlap, ensemble, device: as in `restore_image` (for a callable: `tiled_forward` without a window
             multiple, `self_ensemble`, and the device its input is moved to).
@@ -524,10 +611,11 @@ def restorer(
         The callable; its ``lq_channels`` attribute is 3 for a model (grayscale must be replicated), None otherwise.
     """
     from restore.model import RestorationModel  # late: the model module imports this one
+    from restore.thirdparty import ThirdPartyModel
     from tasks.registry import get_task
 
     task = get_task(task) if isinstance(task, str) else task
-    if isinstance(model, RestorationModel):
+    if isinstance(model, (RestorationModel, ThirdPartyModel)):
         if task.name not in model.tasks:
             raise ValueError(f"the model serves tasks {list(model.tasks)}, not {task.name!r}")
         if task.name == "sr_any" and scale is None:
