@@ -8,6 +8,15 @@ The published protocols (ANCHORS.md section 3):
   configs): after ImageNet pretraining, 250K iterations from 1e-5 halved at 125K/200K/225K/240K, LR patch 64, EMA
   0.999.
 
+- Real-ESRGAN (Wang et al., ICCVW 2021, ``options/train_realesrgan_x4plus.yml``): the GAN stage, started from the
+  PSNR-oriented model (RealESRNet, trained with L1 alone): Adam(0.9, 0.99) at 1e-4 for the generator and the U-Net
+  discriminator, L1 1 / perceptual 1 / GAN 0.1 (vanilla), EMA 0.999, 400K iterations, GT patch 256, 12 per GPU.
+
+The GAN stage is its own run (``gan``, ``gan_smoke``) whose ``--init`` is the best export of an L1 fine-tune (``edt``,
+``smoke``), as Real-ESRGAN ships two configs (RealESRNet, then RealESRGAN with ``pretrain_network_g``): the L1
+stage keeps its best-PSNR export and its own schedule, and each run resumes as any other, with no switch-over step
+inside one run's schedule and checkpoints.
+
 A constant LR is a ``multistep`` schedule without milestones. ``variant`` and ``arch`` only matter for ``--init
 none`` (training from scratch); a pretrained init brings its own architecture. Overrides are the pretraining
 recipe's ``key=value`` (``steps=1000``, ``val_every=500``, ``lr_patch=64`` ...).
@@ -60,4 +69,31 @@ def hat() -> Recipe:
         mode="edt", batch_size=4, lr_patch=64, dn_patch=192, num_workers=4, steps=250_000, lr=1e-5,
         betas=(0.9, 0.99), schedule="multistep", milestones=(125_000, 200_000, 225_000, 240_000), gamma=0.5,
         ema=0.999, zero_stage=2, precision="bf16", log_every=100, ckpt_every=5000, keep_last=2, val_every=5000,
+    )
+
+
+@register_recipe
+def gan() -> Recipe:
+    """Real-ESRGAN's GAN stage from an L1 fine-tune's export: 1e-4 for both networks, L1 1 / perceptual 1 / GAN 0.1,
+    EMA 0.999, 400K steps at a constant LR (Real-ESRGAN's one milestone is its last step), LR patch 64 at x4."""
+    return Recipe(
+        name="ft_gan", variant="edt_b", tasks=("realsr_x4",), data_name="DF2K+OST",
+        mode="edt", batch_size=12, lr_patch=64, dn_patch=256, num_workers=4, steps=400_000, lr=1e-4,
+        betas=(0.9, 0.99), schedule="multistep", milestones=(), ema=0.999, gan_weight=0.1, perceptual_weight=1.0,
+        gan_type="vanilla", disc_lr=1e-4, disc_feat=64, zero_stage=2, precision="bf16", log_every=100,
+        ckpt_every=5000, keep_last=2, val_every=5000,
+    )
+
+
+@register_recipe
+def gan_smoke() -> Recipe:
+    """The GAN stage of the tiny variant on a CPU, from a ``smoke`` fine-tune's export: random VGG19 features (no
+    weights file), a 16-channel discriminator, a few dozen steps."""
+    return Recipe(
+        name="ft_gan_smoke", variant="edt_tiny", tasks=("realsr_x4",), data_name="images",
+        arch='{"window_size": [4, 8], "head_depth": 1}',
+        mode="edt", batch_size=2, lr_patch=16, dn_patch=32, num_workers=0, steps=40, lr=2e-4, betas=(0.9, 0.99),
+        schedule="multistep", milestones=(), ema=0.99, gan_weight=0.1, perceptual_weight=1.0, disc_lr=2e-4,
+        disc_feat=16, perceptual_random_init=True, zero_stage=2, precision="fp32", log_every=10, ckpt_every=20,
+        keep_last=1, val_every=20,
     )

@@ -8,7 +8,8 @@ A checkpoint directory holds DeepSpeed's files (model, optimizer and scheduler s
   optimizer's masters, gathered from every ZeRO partition), so that a ``step-N`` folder loads with
   ``RestorationModel.from_pretrained`` like an exported one (`restore.checkpoints` reads the layout);
   ``ema.safetensors``: the EMA weights, when the recipe keeps them; ``recipe.json``: the resolved recipe;
-  ``trainer.json``: step, images seen, wall time.
+  ``trainer.json``: step, images seen, wall time; ``discriminator/``: the GAN stage's discriminator engine
+  (DeepSpeed's files; `pretrain.gan`), when the recipe has one.
 - ``COMPLETE``: written last, by rank 0, after every rank has finished writing (a barrier). A directory without
   it (a run killed mid-write) is never resumed from or exported, and is removed when a later run resumes.
 
@@ -104,6 +105,8 @@ def save_checkpoint(
             shutil.rmtree(path)  # a leftover of a killed save at the same step
     dist.barrier()
     trainer.engine.save_checkpoint(str(root), tag=tag, client_state={"pretrain_step": step}, save_latest=False)
+    if trainer.gan is not None:
+        trainer.gan.save_checkpoint(path)
     weights = full_fp32_state_dict(trainer.module)  # collective: every rank takes part
     plain, tensors = _rng_state()
     atomic_write_text(path / f"rank-{rank}.json", json.dumps({"step": step, "data": data_state, "rng": plain}))
@@ -139,7 +142,8 @@ def checkpoint_config(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(trainer, path: str | Path, *, rank: int) -> dict[str, Any]:
-    """Restore engine, EMA and this rank's RNG from ``path``; returns ``{"step", "data"}`` for the loop."""
+    """Restore engine (and the GAN stage's), EMA and this rank's RNG from ``path``; returns ``{"step", "data"}``
+    for the loop."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -150,6 +154,8 @@ def load_checkpoint(trainer, path: str | Path, *, rank: int) -> dict[str, Any]:
     )
     if load_path is None:
         raise RuntimeError(f"DeepSpeed could not load the checkpoint at {path}")
+    if trainer.gan is not None:
+        trainer.gan.load_checkpoint(path)
     if trainer.ema is not None:
         ema_file = path / EMA_WEIGHTS
         if ema_file.exists():

@@ -17,6 +17,8 @@
 - Losses: L1 per task, weighted and summed (EDT sums over tasks); IPT's supervised contrastive term (Khosla et
   al. 2020, as in IPT's MindSpore ``src/loss.py``: temperature 0.07, weight 0.1) on the body's output features,
   where patches cut from the same image are positives.
+- The GAN stage (``gan_weight > 0``, Real-ESRGAN's fine-tuning): `pretrain.gan.GANStage` adds its perceptual and
+  adversarial terms in `Trainer.losses` and trains its discriminator, on its own engine, after each generator step.
 """
 
 from __future__ import annotations
@@ -294,6 +296,11 @@ class Trainer:
         self._body_outs: list[torch.Tensor] = []
         if recipe.contrastive_weight > 0:
             self.module.body.register_forward_hook(_keeper(self._body_outs))
+        self.gan = None
+        if recipe.gan_weight > 0:
+            from pretrain.gan import GANStage  # late: it imports this module
+
+            self.gan = GANStage(recipe, micro_batch, world_size, self.device)
 
     @property
     def module(self) -> nn.Module:
@@ -308,7 +315,7 @@ class Trainer:
         return self.optimizer.param_groups[0]["lr"]
 
     def losses(self, data: StepData) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The weighted loss of one micro-batch and the plain L1 of each task in it."""
+        """The weighted loss of one micro-batch and the plain L1 of each task in it (and the GAN stage's terms)."""
         r = self.recipe
         # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches (StepData.pin_memory)
         inputs = {t: b.lq.to(self.device, self.dtype, non_blocking=True) for t, b in data.batches.items()}
@@ -317,6 +324,10 @@ class Trainer:
         outputs = self.engine(inputs)
         per_task = {t: F.l1_loss(outputs[t].float(), targets[t]) for t in outputs}
         total = sum(r.weight(t) * l for t, l in per_task.items())
+        if self.gan is not None:
+            adversarial, gan_terms = self.gan.generator_loss(outputs, targets)
+            total = total + adversarial
+            per_task.update(gan_terms)
         if r.contrastive_weight > 0 and self._body_outs:
             # patches of one image are positives within a body pass; each pass (task group) is its own problem
             terms = [supcon_loss(*_patch_features(feat)) for feat in self._body_outs]
@@ -338,6 +349,9 @@ class Trainer:
             for t, v in per_task.items():
                 sums[t] = sums.get(t, 0.0) + v.detach().float()
             images += data.images
+        if self.gan is not None:  # the discriminator's turn, on this step's outputs
+            for t, v in self.gan.discriminator_step().items():
+                sums[t] = sums.get(t, 0.0) + v.float()
         if self.ema is not None:
             self.ema.update(self.module, fp32_master_weights(self.module))
         n = len(micro_batches)

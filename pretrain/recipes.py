@@ -21,7 +21,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Recipe", "RecipeBook", "get_recipe", "list_recipes", "register_recipe", "apply_overrides", "recipe_from_dict"]
+__all__ = ["Recipe", "RecipeBook", "GAN_TYPES", "get_recipe", "list_recipes", "register_recipe", "apply_overrides",
+           "recipe_from_dict"]
+
+GAN_TYPES = ("vanilla", "hinge", "relativistic")  # `pretrain.losses`: BCE with logits, hinge, ESRGAN's RaGAN
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class Recipe:
         run: ``seed``, ``log_every``, ``ckpt_every``, ``keep_last``, ``val_every`` (0 = off), ``val`` (pairs
             ``task:Benchmark`` scored with ``tasks.evaluate``), ``val_images`` (first N images per benchmark, 0 = all),
             ``data_name`` (named in the model card).
+        GAN stage (`pretrain.gan`, Real-ESRGAN's fine-tuning; off while ``gan_weight`` is 0): ``gan_weight``
+            (the adversarial term), ``perceptual_weight`` (the VGG19 term; part of the GAN stage), ``gan_type``
+            (one of `GAN_TYPES`), ``disc_lr`` and ``disc_feat`` (the U-Net discriminator's LR and base width),
+            ``perceptual_random_init`` (random VGG19 features, for tests: no weights file needed).
     """
 
     name: str
@@ -80,6 +87,12 @@ class Recipe:
     val_every: int = 0
     val: tuple[str, ...] = ()
     val_images: int = 0
+    gan_weight: float = 0.0
+    perceptual_weight: float = 0.0
+    gan_type: str = "vanilla"
+    disc_lr: float = 1e-4
+    disc_feat: int = 64
+    perceptual_random_init: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("edt", "ipt"):
@@ -98,12 +111,22 @@ class Recipe:
             )
         if self.ema and self.zero_stage == 3:
             raise ValueError("ema is kept on full weights and ZeRO-3 shards them: use zero_stage<=2 or ema=0")
-        for name in ("batch_size", "lr_patch", "dn_patch", "steps", "grad_accum", "log_every", "ckpt_every"):
+        for name in ("batch_size", "lr_patch", "dn_patch", "steps", "grad_accum", "log_every", "ckpt_every",
+                     "disc_feat"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("lr", "weight_decay", "gamma", "min_lr", "grad_clip", "ema", "contrastive_weight"):
+        for name in ("lr", "weight_decay", "gamma", "min_lr", "grad_clip", "ema", "contrastive_weight",
+                     "gan_weight", "perceptual_weight", "disc_lr"):
             if not 0 <= getattr(self, name) < float("inf"):  # nan fails every comparison
                 raise ValueError(f"{name}={getattr(self, name)} must be a finite number >= 0")
+        if self.gan_type not in GAN_TYPES:
+            raise ValueError(f"gan_type={self.gan_type!r}: use one of {', '.join(GAN_TYPES)}")
+        if self.perceptual_weight and not self.gan_weight:
+            raise ValueError("perceptual_weight is a term of the GAN stage: set gan_weight > 0 too (Real-ESRGAN: "
+                             "0.1), or perceptual_weight=0")
+        if self.gan_weight and self.zero_stage == 3:
+            raise ValueError("the GAN stage's discriminator is not tried under ZeRO-3: use zero_stage<=2 or "
+                             "gan_weight=0")
         if self.arch:
             try:
                 ok = isinstance(json.loads(self.arch), dict)

@@ -40,6 +40,10 @@ def test_overrides_are_typed():
         ("task_weights=1,2", "task_weights has 2 values for 4 tasks"),
         ("arch=[1]", "must be a JSON object"),
         ("zero_stage=3", "ema is kept on full weights"),
+        ("gan_type=wgan", "gan_type='wgan': use one of vanilla, hinge, relativistic"),
+        ("perceptual_weight=1", "perceptual_weight is a term of the GAN stage: set gan_weight > 0"),
+        ("gan_weight=-0.1", "gan_weight=-0.1 must be a finite number >= 0"),
+        ("disc_feat=0", "disc_feat=0 must be at least 1"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):
@@ -59,6 +63,24 @@ def test_published_protocols():
     # EDT: halved at each milestone
     g = lr_lambda(edt)
     assert [g(s) for s in (0, 250_000, 400_000, 475_000)] == [1.0, 0.5, 0.25, 0.0625]
+
+
+def test_gan_recipes_follow_realesrgan():
+    from finetune.recipes import get_recipe as get_finetune_recipe
+
+    gan = get_finetune_recipe("gan")
+    # Real-ESRGAN options/train_realesrgan_x4plus.yml: Adam(0.9, 0.99) 1e-4 for G and D, L1 1 / perceptual 1 /
+    # GAN 0.1 (vanilla), U-Net D with 64 features, EMA 0.999, 400K iterations, GT 256 (LR 64 at x4), 12 per GPU
+    assert (gan.lr, gan.disc_lr, gan.betas, gan.weight_decay) == (1e-4, 1e-4, (0.9, 0.99), 0.0)
+    assert (gan.perceptual_weight, gan.gan_weight, gan.gan_type, gan.disc_feat) == (1.0, 0.1, "vanilla", 64)
+    assert (gan.ema, gan.steps, gan.lr_patch, gan.batch_size, gan.tasks) == (0.999, 400_000, 64, 12, ("realsr_x4",))
+    assert not gan.perceptual_random_init and lr_lambda(gan)(399_999) == 1.0
+    smoke = get_finetune_recipe("gan_smoke")
+    assert smoke.perceptual_random_init and smoke.precision == "fp32" and smoke.steps <= 50 and smoke.gan_weight > 0
+    # the GAN stage is off by default, and refused where its discriminator is untried
+    assert get_recipe("smoke").gan_weight == 0 and get_recipe("smoke").perceptual_weight == 0
+    with pytest.raises(ValueError, match="not tried under ZeRO-3"):
+        get_finetune_recipe("gan", ["zero_stage=3", "ema=0"])
 
 
 def test_warmup_cosine_schedule():
