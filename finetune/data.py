@@ -425,10 +425,10 @@ class _StepDataset(Dataset):
                 keys.append(f"{task}:{Path(pair.gt).name}")
             gt = torch.stack(gts).float().div_(255.0)  # (B, 3, P*s, P*s)
             if lqs[0] is None:
-                lq = t.degrade(gt, generator=g)  # (B, 3, P, P)
+                lq, mask = t.degrade_with_mask(gt, generator=g)  # (B, 3, P, P); the masked task's mask, else None
             else:
-                lq = torch.stack(lqs).float().div_(255.0)
-            batches[task] = Batch(lq=lq, gt=gt, task=task)
+                lq, mask = torch.stack(lqs).float().div_(255.0), None
+            batches[task] = Batch(lq=lq, gt=gt, task=task, mask=mask)
         # the files skipped for this step travel with it: workers are separate processes, the count is the stream's
         return StepData(step=step, batches=batches, keys=keys, position={"skipped": skipped})
 

@@ -12,7 +12,8 @@ resumes from a checkpoint sees exactly the batches the uninterrupted run would h
   uneven-shard hang of ECOSYSTEM.md section 2 cannot happen, and the loop stops every rank at the same step.
 - Each batch carries the sub-stream's position after it (epoch, shard index, record index, skip counts); the
   main process keeps the position of the last *consumed* batch per sub-stream, which is what a checkpoint saves.
-- Crops, flips, rotations and degradation noise use a generator seeded from (seed, step, rank).
+- Crops, flips, rotations, degradation noise and the masked task's masks use a generator seeded from (seed, step,
+  rank).
 
 Bad data never stops the run: an unreadable or truncated shard, a garbage member, or an image smaller than the
 patch is skipped, counted and (rate-limited) logged. A whole epoch without one usable sample raises, because that
@@ -34,10 +35,13 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from tasks.registry import MASK_PATCH, MASK_RATIO, Task, get_task, masked_task
+
 __all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "check_shards", "hr_patch", "task_plan",
-           "SKIP_KINDS"]
+           "stream_tasks", "masked_l1", "SKIP_KINDS"]
 
 log = logging.getLogger("pretrain.data")
 SKIP_KINDS = ("small", "corrupt", "bad_shard")
@@ -46,11 +50,16 @@ _IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
 
 @dataclass
 class Batch:
-    """One task's part of a step: ``lq`` (B, 3, h, w) model input, ``gt`` (B, 3, s*h, s*w) target, in [0, 1]."""
+    """One task's part of a step: ``lq`` (B, 3, h, w) model input, ``gt`` (B, 3, s*h, s*w) target, in [0, 1].
+
+    ``mask`` (B, 1, h, w), 1 on the pixels hidden from the input, comes with the masked task only: its loss scores
+    those pixels alone (`masked_l1`). None for every other task, whose loss scores the whole output.
+    """
 
     lq: torch.Tensor
     gt: torch.Tensor
     task: str
+    mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -70,8 +79,26 @@ class StepData:
     def pin_memory(self) -> "StepData":
         """Page-locked batches (``DataLoader(pin_memory=True)`` calls this in its pinning thread), so that the
         trainer's ``non_blocking`` copies to the GPU overlap with compute. Needs CUDA."""
-        self.batches = {t: Batch(b.lq.pin_memory(), b.gt.pin_memory(), b.task) for t, b in self.batches.items()}
+        self.batches = {t: Batch(b.lq.pin_memory(), b.gt.pin_memory(), b.task,
+                                 None if b.mask is None else b.mask.pin_memory()) for t, b in self.batches.items()}
         return self
+
+
+def masked_l1(out: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The L1 loss of a batch, over the pixels ``mask`` (B, 1, H, W) marks with 1; over all of them for None.
+
+    A masked task must fill in what its input hides; the visible pixels can be copied through and would teach
+    nothing, so they are left out, as in RAM's ``MaskL1Loss`` (Qin et al., ECCV 2024): the absolute error summed
+    over the hidden pixels and channels, divided by their count, on the same scale as a plain L1 mean.
+    """
+    if mask is None:
+        return F.l1_loss(out, gt)
+    if mask.shape != (out.shape[0], 1, *out.shape[-2:]) or out.shape != gt.shape:
+        raise ValueError(f"masked_l1 needs out and gt of one shape (B, C, H, W) and a mask (B, 1, H, W), got "
+                         f"{tuple(out.shape)}, {tuple(gt.shape)} and {tuple(mask.shape)}")
+    mask = mask.to(out.dtype)
+    hidden = (mask.sum() * out.shape[1]).clamp_min(1)  # an all-visible batch (never drawn) scores 0, not NaN
+    return ((out - gt).abs() * mask).sum() / hidden
 
 
 def expand_urls(data: str | list[str]) -> list[str]:
@@ -178,10 +205,15 @@ def task_plan(tasks: tuple[str, ...], mode: str, seed: int, step: int) -> list[s
     return [random.Random(f"{seed}:task:{step}").choice(tasks)]
 
 
+def stream_tasks(names: tuple[str, ...], mask_ratio: float = MASK_RATIO,
+                 mask_patch: int = MASK_PATCH) -> dict[str, Task]:
+    """The `Task` of each name, the masked task with the run's mask options (the recipe's ``mask_ratio`` and
+    ``mask_patch``; the name alone gives RAM's defaults)."""
+    return {t: masked_task(mask_ratio, mask_patch) if t == "masked" else get_task(t) for t in names}
+
+
 def hr_patch(task: str, lr_patch: int, dn_patch: int) -> int:
     """The side of the ground-truth patch a task crops: ``lr_patch * scale`` for SR, ``dn_patch`` otherwise."""
-    from tasks.registry import get_task
-
     scale = get_task(task).scale
     return lr_patch * scale if scale > 1 else dn_patch
 
@@ -292,17 +324,17 @@ class ShardStream(IterableDataset):
         num_workers: sub-streams per rank (must equal the DataLoader's ``num_workers``, 0 counts as 1).
         start_step: first step this stream serves.
         positions: saved positions per sub-stream (from `DataStream.state_dict`), or None to start fresh.
+        mask_ratio, mask_patch: the masked task's mask (`tasks.degradations.random_mask`).
     """
 
     def __init__(
         self, urls: list[str], tasks: tuple[str, ...], *, mode: str = "edt", batch_size: int = 4, lr_patch: int = 48,
         dn_patch: int = 192, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-        start_step: int = 0, positions: dict[int, dict] | None = None,
+        start_step: int = 0, positions: dict[int, dict] | None = None, mask_ratio: float = MASK_RATIO,
+        mask_patch: int = MASK_PATCH,
     ):
-        from tasks.registry import get_task
-
         self.urls, self.tasks, self.mode = list(urls), tuple(tasks), mode
-        self.task_objs = {t: get_task(t) for t in self.tasks}
+        self.task_objs = stream_tasks(self.tasks, mask_ratio, mask_patch)
         self.batch_size, self.lr_patch, self.dn_patch = batch_size, lr_patch, dn_patch
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.n_sub = max(1, num_workers)
@@ -340,8 +372,8 @@ class ShardStream(IterableDataset):
                     keys.append(f"{sample.get('__url__')}:{sample.get('__key__')}")
                     patches.append(_crop_augment(img, size, g))
                 gt = torch.stack(patches).float().div_(255.0)  # (B, 3, S, S)
-                lq = self.task_objs[task].degrade(gt, generator=g)
-                batches[task] = Batch(lq=lq, gt=gt, task=task)
+                lq, mask = self.task_objs[task].degrade_with_mask(gt, generator=g)
+                batches[task] = Batch(lq=lq, gt=gt, task=task, mask=mask)
             yield StepData(step=step, batches=batches, stream=sub, position=reader.position(), keys=keys)
             step += self.n_sub
 
@@ -356,6 +388,7 @@ class DataStream:
     def __init__(
         self, urls: list[str], tasks: tuple[str, ...], *, mode: str, batch_size: int, lr_patch: int,
         dn_patch: int, seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
+        mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH,
     ):
         state = state or {}
         n_streams = world_size * max(1, num_workers)
@@ -379,7 +412,7 @@ class DataStream:
         self.dataset = ShardStream(
             urls, tasks, mode=mode, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed,
             rank=rank, world_size=world_size, num_workers=num_workers, start_step=self.step,
-            positions=self.positions,
+            positions=self.positions, mask_ratio=mask_ratio, mask_patch=mask_patch,
         )
         self.loader = DataLoader(
             self.dataset, batch_size=None, num_workers=num_workers, persistent_workers=False,

@@ -16,6 +16,9 @@ Every random choice comes from the ``torch.Generator`` passed in, so the same ge
 - :func:`sr_any_batch`: the arbitrary-scale SR training sample of LIIF/LTE (``sr-implicit-downsampled``): a scale
   drawn uniformly in [1, 4] per image, an HR crop of ``round(48 * s)`` px shrunk to 48 px with MATLAB bicubic, and
   2304 HR pixels sampled as (coordinate, cell, RGB) queries.
+- :func:`random_mask` / :func:`mask_images`: the masked-image-modelling input of RAM (Qin et al., "Restore Anything
+  with Masks", ECCV 2024): a random part of each image's pixels (or ``patch`` x ``patch`` cells) set to 0, and the
+  mask that tells the loss which pixels to score.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ __all__ = [
     "RAIN_HEAVY",
     "ArbitraryScaleBatch",
     "sr_any_batch",
+    "check_mask_options",
+    "random_mask",
+    "mask_images",
 ]
 
 
@@ -375,3 +381,60 @@ def sr_any_batch(
         lq=torch.cat(lqs), coord=torch.stack(coords), cell=torch.stack(cells), gt=torch.stack(gts),
         scale=torch.tensor(scales, dtype=torch.float64),
     )
+
+
+# ----------------------------------------------------------------------------- masked image modelling
+
+
+def check_mask_options(ratio: float, patch: int) -> None:
+    """Refuse a mask ratio outside (0, 1) or a patch side below 1 (ValueError naming RAM's values)."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise ValueError(f"mask ratio must be a fraction in (0, 1), got {ratio!r}; RAM masks 0.5 of the pixels")
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+        raise ValueError(f"mask patch must be an integer side >= 1 in pixels, got {patch!r}; RAM masks single "
+                         "pixels (1)")
+
+
+def random_mask(
+    hr: torch.Tensor, ratio: float = 0.5, patch: int = 1, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A random mask per image of a batch: (B, 1, H, W) in ``hr``'s dtype, 1 where a pixel is hidden, else 0.
+
+    The masked-image-modelling mask of RAM (Qin et al., "Restore Anything with Masks", ECCV 2024; official
+    ``ram/models/mim_util.py`` ``MaskGenerator``): the image is cut into ``patch`` x ``patch`` cells on a grid
+    anchored at the top-left pixel, and exactly ``ceil(ratio * cells)`` of them are hidden, chosen uniformly (RAM's
+    random permutation of the cells). RAM draws one mask per batch; here each image gets its own, so a batch shows
+    the body more patterns. Where H or W is not a multiple of ``patch`` the last row or column of cells is cut off
+    at the border, so the hidden fraction is then only close to ``ratio``.
+
+    Args:
+        hr: (B, C, H, W) float images (only the shape, dtype and device are used).
+        ratio: the fraction of cells hidden, in (0, 1). RAM pretrains with 0.5.
+        patch: the cell side in pixels; 1 masks single pixels, as RAM does.
+        generator: the source of the draw; same seed, same mask.
+    """
+    _check_images(hr)
+    check_mask_options(ratio, patch)
+    b, _, h, w = hr.shape
+    rows, cols = -(-h // patch), -(-w // patch)
+    cells = rows * cols
+    hidden = min(cells, math.ceil(ratio * cells - 1e-9))  # the tolerance keeps 0.3 * 10 at 3 cells, not 4
+    device = generator.device if generator is not None else hr.device
+    scores = torch.rand((b, cells), generator=generator, device=device)
+    order = scores.argsort(dim=1)  # a uniform random permutation of the cells of each image
+    grid = torch.zeros((b, cells), device=device, dtype=torch.bool).scatter_(1, order[:, :hidden], True)
+    grid = grid.view(b, 1, rows, cols).repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
+    return grid[:, :, :h, :w].to(device=hr.device, dtype=hr.dtype)
+
+
+def mask_images(
+    hr: torch.Tensor, ratio: float = 0.5, patch: int = 1, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hide a random part of each image: (``hr`` with the hidden pixels set to 0, the (B, 1, H, W) mask).
+
+    Zero is RAM's fill (its ``binary`` mask type: a mask token of zeros, on every channel); the model learns to
+    fill in what the mask hides, and the loss scores only those pixels (`pretrain.data.masked_l1`). See
+    `random_mask` for the mask itself.
+    """
+    mask = random_mask(hr, ratio, patch, generator)
+    return hr.masked_fill(mask.bool(), 0.0), mask
