@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("out_dir")
     e.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest complete one)")
     e.add_argument("--ema", action="store_true", help="export the EMA weights")
+    e.add_argument("--keep-masked", action="store_true",
+                   help="keep the self-supervised masked task's head and tail (dropped by default)")
 
     lr = sub.add_parser("recipes", help="list recipes, or print one resolved with overrides")
     lr.add_argument("name", nargs="?")
@@ -129,7 +131,8 @@ def _main(argv: list[str]) -> int:
         elif args.command == "export":
             from pretrain.export import export_checkpoint
 
-            out = export_checkpoint(args.run_dir, args.out_dir, step=args.step, ema=args.ema)
+            out = export_checkpoint(args.run_dir, args.out_dir, step=args.step, ema=args.ema,
+                                    keep_masked=args.keep_masked)
             print(f"exported to {out}")
         elif args.command == "recipes":
             if args.name:

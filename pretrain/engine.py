@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.data import StepData
+from pretrain.data import StepData, masked_l1
 from pretrain.recipes import Recipe
 
 __all__ = [
@@ -320,9 +320,11 @@ class Trainer:
         # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches (StepData.pin_memory)
         inputs = {t: b.lq.to(self.device, self.dtype, non_blocking=True) for t, b in data.batches.items()}
         targets = {t: b.gt.to(self.device, non_blocking=True) for t, b in data.batches.items()}
+        masks = {t: b.mask.to(self.device, non_blocking=True) for t, b in data.batches.items() if b.mask is not None}
         self._body_outs.clear()
         outputs = self.engine(inputs)
-        per_task = {t: F.l1_loss(outputs[t].float(), targets[t]) for t in outputs}
+        # L1 per task; the masked task's only on the pixels it hid (RAM's MaskL1Loss)
+        per_task = {t: masked_l1(outputs[t].float(), targets[t], masks.get(t)) for t in outputs}
         total = sum(r.weight(t) * l for t, l in per_task.items())
         if self.gan is not None:
             adversarial, gan_terms = self.gan.generator_loss(outputs, targets)

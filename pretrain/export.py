@@ -102,12 +102,22 @@ def _training_text(recipe: Recipe, step: int, ema: bool, world_size: int | None)
     return "\n".join(lines)
 
 
-def export_checkpoint(run_dir: str | Path, out_dir: str | Path, *, step: int | None = None, ema: bool = False) -> Path:
-    """Write the checkpoint of ``run_dir`` (latest, or ``step``) as a `RestorationModel` folder ``out_dir``."""
+def export_checkpoint(run_dir: str | Path, out_dir: str | Path, *, step: int | None = None, ema: bool = False,
+                      keep_masked: bool = False) -> Path:
+    """Write the checkpoint of ``run_dir`` (latest, or ``step``) as a `RestorationModel` folder ``out_dir``.
+
+    The self-supervised ``masked`` task's head and tail are dropped unless ``keep_masked`` (they only served
+    pretraining; a model pretrained on ``masked`` alone keeps them, or it would have no task left).
+    """
+    from tasks.registry import TaskKind, get_task
+
     s, path = find_checkpoint(run_dir, step)
     recipe = recipe_from_dict(json.loads((path / "recipe.json").read_text()))
     trainer_info = json.loads((path / "trainer.json").read_text()) if (path / "trainer.json").exists() else {}
     model = checkpoint_model(path, ema=ema)
+    supervised = [t for t in model.tasks if get_task(t).kind is not TaskKind.MASKED]
+    if not keep_masked and supervised and len(supervised) < len(model.tasks):
+        model.keep_tasks(supervised)
     out_dir = Path(out_dir)
     model.save_pretrained(
         out_dir,

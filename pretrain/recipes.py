@@ -21,6 +21,9 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from tasks.degradations import check_mask_options
+from tasks.registry import MASK_PATCH, MASK_RATIO
+
 __all__ = ["Recipe", "RecipeBook", "GAN_TYPES", "get_recipe", "list_recipes", "register_recipe", "apply_overrides",
            "recipe_from_dict"]
 
@@ -50,6 +53,8 @@ class Recipe:
             (the adversarial term), ``perceptual_weight`` (the VGG19 term; part of the GAN stage), ``gan_type``
             (one of `GAN_TYPES`), ``disc_lr`` and ``disc_feat`` (the U-Net discriminator's LR and base width),
             ``perceptual_random_init`` (random VGG19 features, for tests: no weights file needed).
+        self-supervised ``masked`` task (RAM): ``mask_ratio`` (fraction of each patch hidden, RAM 0.5) and
+            ``mask_patch`` (side of the hidden cells in pixels, RAM 1: single pixels).
     """
 
     name: str
@@ -93,8 +98,11 @@ class Recipe:
     disc_lr: float = 1e-4
     disc_feat: int = 64
     perceptual_random_init: bool = False
+    mask_ratio: float = MASK_RATIO
+    mask_patch: int = MASK_PATCH
 
     def __post_init__(self) -> None:
+        check_mask_options(self.mask_ratio, self.mask_patch)
         if self.mode not in ("edt", "ipt"):
             raise ValueError(f"mode={self.mode!r}: use 'edt' (all tasks per step) or 'ipt' (one task per step)")
         if self.schedule not in ("cosine", "multistep"):

@@ -341,6 +341,9 @@ def _pair(task: Task, folder: Path, p: Path, noise_channel_order: str) -> tuple[
         return noisy[None], gt, f"numpy seed 0 ({noise_channel_order})"
     g = torch.Generator().manual_seed(0)
     hr = _as_float(gt)
+    if task.kind is TaskKind.MASKED:  # the masked task's own fill-in score (pretraining's signal), seed 0
+        lq, _mask = task.degrade_with_mask(hr, g)
+        return lq, gt, f"mask (ratio {task.mask_ratio:g}, {task.mask_patch} px, seed 0)"
     lq = degradations.add_rain(hr.expand(-1, 3, -1, -1) if hr.shape[1] == 1 else hr, task.rain, generator=g)
     return lq[:, : hr.shape[1]], gt, f"synthetic rain ({task.rain}, seed 0)"
 
