@@ -23,7 +23,7 @@ single-task fine-tuning, at toy scale.
 
 This module holds the settings and the order of the stages; the stages are in `finetune.demo_stages`, the commands
 run under `finetune.demo_process`, the corpus comes from `finetune.demo_corpus`, the outputs are written by
-`finetune.demo_report` and `finetune.demo_picture`.
+`finetune.demo_report`, and its picture by `finetune.picture.before_after_picture`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 
 from finetune import demo_stages as stages
 from finetune.demo_corpus import EMBEDDED_PHOTOS, HELD_OUT, embedded_photo_dir, stage_corpus
-from finetune.demo_picture import before_after_picture
+from finetune.picture import before_after_picture
 from finetune.demo_process import StageClock, run_stage
 from finetune.demo_report import build_summary, plot_curves, print_outcome, summary_table, write_summary
 from finetune.demo_stages import PRETRAIN_TASKS, TASK, read_log
