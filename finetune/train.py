@@ -220,7 +220,12 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
 
 
 def _load_init(cfg: FinetuneConfig) -> InitResult:
-    """The starting model of a fresh run, fitted to the run's tasks."""
+    """The starting model of a fresh run, fitted to the run's tasks.
+
+    Seeded with the recipe's seed first, like pretraining's model: fresh weights (``--init none``) and fresh heads
+    and tails of added tasks are then the same in every process and on every rank, and a rerun is reproducible.
+    """
+    torch.manual_seed(cfg.recipe.seed)
     scratch = cfg.init.lower() == "none"
     if cfg.variant and not scratch:
         raise ValueError("--variant is only for --init none: a pretrained init brings its own architecture")

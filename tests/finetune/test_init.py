@@ -75,3 +75,20 @@ def test_cli_missing_and_unpaired_data(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "norain/a.png has no partner rainy/a.png" in err and "rainy/b.png has no partner" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fresh_runs_model_is_the_same_in_every_process():
+    """Fresh weights and added heads come from the recipe's seed, not from whatever the torch RNG holds (each
+    process, each rank starts elsewhere): two builds with different global RNG states are identical."""
+    import torch
+
+    from finetune.recipes import get_recipe
+    from finetune.train import FinetuneConfig, _load_init
+
+    cfg = FinetuneConfig(init="none", tasks=["sr_x2", "denoise_g25"], train=["unused"], val=[],
+                         recipe=get_recipe("smoke"), out="unused", variant="edt_tiny")
+    states = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # another process's starting point
+        states.append(_load_init(cfg).model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
