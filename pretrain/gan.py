@@ -26,9 +26,10 @@ from pretrain.engine import build_ds_config, lr_lambda
 from pretrain.losses import PerceptualLoss, UNetDiscriminatorSN, discriminator_gan_loss, generator_gan_loss
 from pretrain.recipes import Recipe
 
-__all__ = ["GANStage", "DISCRIMINATOR_DIR", "check_gan_patches"]
+__all__ = ["GANStage", "DISCRIMINATOR_DIR", "DISCRIMINATOR_WEIGHTS", "check_gan_patches"]
 
 DISCRIMINATOR_DIR = "discriminator"
+DISCRIMINATOR_WEIGHTS = "discriminator.safetensors"
 
 
 def check_gan_patches(recipe: Recipe) -> None:
@@ -121,8 +122,18 @@ class GANStage:
 
     def save_checkpoint(self, path: Path) -> None:
         """Save the discriminator's engine (weights, spectral-norm vectors, optimizer, scheduler) into
-        ``path/discriminator/``. Collective: every rank calls it."""
+        ``path/discriminator/``, and its weights as ``path/discriminator.safetensors`` (fp32, whole: ZeRO <= 2 keeps
+        the module unpartitioned) to be read without DeepSpeed. Collective: every rank calls it."""
+        import torch.distributed as dist
+        from safetensors.torch import save_file
+
+        from tasks.io import atomic_path
+
         self.engine.save_checkpoint(str(path), tag=DISCRIMINATOR_DIR, save_latest=False)
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.module.state_dict().items()}
+            with atomic_path(path / DISCRIMINATOR_WEIGHTS) as tmp:
+                save_file(state, str(tmp))
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore the discriminator's engine from ``path/discriminator/``."""
