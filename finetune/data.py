@@ -7,7 +7,7 @@ Sources (``--train``, one or more, concatenated per task):
 - a DIV2K-style folder: ``*HR/`` plus ``*LR_bicubic/X<s>/<name>x<s>.png`` (DIV2K's ``DIV2K_train_HR`` +
   ``DIV2K_train_LR_bicubic``, Flickr2K's ``Flickr2K_HR`` + ``Flickr2K_LR_bicubic``, or the benchmark layout
   ``HR/`` + ``LR_bicubic/X2/``): an ``sr_x<s>`` task trains on the stored pairs when ``X<s>`` exists, other tasks
-  degrade the HR images;
+  (``sr_any`` too: it draws its own scale per patch) degrade the HR images;
 - a ``rainy/`` + ``norain/`` folder (the Rain100H/Rain100L layout): derain tasks train on the pairs;
 - webdataset shards (``.tar`` paths, brace patterns, URLs; several ``--train`` specs are joined with ``::``, as
   pretraining's ``--data``): `pretrain.data.DataStream`, unchanged, after `pretrain.data.check_shards`.
@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pretrain.data import SKIP_KINDS, Batch, StepData, hr_patch, task_plan
+from pretrain.data import SKIP_KINDS, Batch, StepData, degrade_batch, hr_patch, task_plan
+from restore.model import ARBITRARY_SCALE_TASK
 from tasks.errors import InputError
 from tasks.io import IMAGE_EXTENSIONS, list_images
 from tasks.registry import Task, TaskKind, get_task
@@ -217,6 +218,12 @@ def _patch_gt(task: Task, lr_patch: int, dn_patch: int) -> int:
     return hr_patch(task.name, lr_patch, dn_patch)
 
 
+def _stored_scale(task: Task) -> bool:
+    """Whether ``task`` can train on stored ``LR_bicubic/X<s>`` pairs: fixed-scale SR, not ``sr_any``, whose scale
+    is drawn per patch (its registered x4 is only the fallback)."""
+    return task.kind is TaskKind.SR and task.name != ARBITRARY_SCALE_TASK
+
+
 def scan_training_data(specs: list[str], task_names: list[str], *, lr_patch: int, dn_patch: int) -> TrainingData:
     """Find the training images of each task in the folders ``specs``; check every pair before training.
 
@@ -252,7 +259,7 @@ def scan_training_data(specs: list[str], task_names: list[str], *, lr_patch: int
             if rain and task.kind is TaskKind.DERAIN:
                 found = _rain_pairs(root, problems, probe)
                 used.append(f"{len(found)} rainy/norain pairs ({name})")
-            elif task.kind is TaskKind.SR and any(lr is not None and (lr / f"X{task.scale}").is_dir() for _, lr in hr_folders):
+            elif _stored_scale(task) and any(lr is not None and (lr / f"X{task.scale}").is_dir() for _, lr in hr_folders):
                 found = []
                 for hr, lr in hr_folders:
                     if lr is not None and (lr / f"X{task.scale}").is_dir():
@@ -424,11 +431,10 @@ class _StepDataset(Dataset):
                 lqs.append(lq)
                 keys.append(f"{task}:{Path(pair.gt).name}")
             gt = torch.stack(gts).float().div_(255.0)  # (B, 3, P*s, P*s)
-            if lqs[0] is None:
-                lq, mask = t.degrade_with_mask(gt, generator=g)  # (B, 3, P, P); the masked task's mask, else None
+            if lqs[0] is None:  # degraded here: (B, 3, P, P), the masked task's mask, sr_any's query points
+                batches[task] = degrade_batch(t, gt, self.lr_patch, g)
             else:
-                lq, mask = torch.stack(lqs).float().div_(255.0), None
-            batches[task] = Batch(lq=lq, gt=gt, task=task, mask=mask)
+                batches[task] = Batch(lq=torch.stack(lqs).float().div_(255.0), gt=gt, task=task)
         # the files skipped for this step travel with it: workers are separate processes, the count is the stream's
         return StepData(step=step, batches=batches, keys=keys, position={"skipped": skipped})
 

@@ -4,6 +4,9 @@ An export is the `restore` hub format (``model.safetensors`` + ``config.json`` +
 ``finetune.json`` (step, scores, validation history, lineage, recipe) and ``comparison.png`` (`finetune.picture`).
 The card's metadata carries the validation scores as ``model-index`` results (``huggingface_hub.EvalResult``) and
 the lineage as ``base_model`` (ECOSYSTEM.md section 1), so the Hub shows them and ``ModelCard.load`` re-reads them.
+An ``sr_any`` model's card also lists the scales it was scored at (`sr_any_scales`): validation scores its
+registered x4 (``sr_any/Set5/psnr``), and scores at other scales (``sr_any x3/Set5/psnr``, `metric_key`'s ``scale``)
+join the table when they are in the metrics.
 
 Publication uses the real ``huggingface_hub`` client: ``create_repo(exist_ok=True)``, ``upload_folder`` and, for
 ``--revision``, ``create_tag`` on the uploaded commit.
@@ -19,16 +22,43 @@ from typing import Any
 
 from pretrain.checkpoint import atomic_write_text
 from pretrain.recipes import Recipe
+from restore.model import ARBITRARY_SCALE_TASK
 from tasks.registry import get_task
 
-__all__ = ["ExportInfo", "eval_results", "export_model", "push_folder", "metric_key"]
+__all__ = ["ExportInfo", "eval_results", "export_model", "push_folder", "metric_key", "sr_any_scales"]
 
 log = logging.getLogger("finetune.export")
+# sr_any's training range (tasks.degradations.sr_any_batch): scales above it are out of distribution
+_SR_ANY_TRAINED_UP_TO = 4.0
 
 
-def metric_key(task: str, benchmark: str, metric: str = "psnr") -> str:
-    """The name of one validation score, as logged: ``sr_x2/Set5/psnr``."""
-    return f"{task}/{benchmark}/{metric}"
+def metric_key(task: str, benchmark: str, metric: str = "psnr", scale: float | None = None) -> str:
+    """The name of one validation score, as logged: ``sr_x2/Set5/psnr``; ``sr_any x3/Set5/psnr`` with a scale
+    (the `tasks.evaluate` result's ``label``)."""
+    return f"{task if scale is None else f'{task} x{scale:g}'}/{benchmark}/{metric}"
+
+
+def sr_any_scales(metrics: dict[str, float]) -> dict[float, str]:
+    """The scales ``sr_any`` was scored at in ``metrics`` -> the task part of their keys, in increasing order.
+
+    A key without a scale is validation's default, the task's registered x4; an explicit x4 score replaces it.
+    """
+    found: dict[float, str] = {}
+    for key in metrics:
+        label = key.split("/")[0]
+        if label == ARBITRARY_SCALE_TASK:
+            found.setdefault(float(get_task(label).scale), label)
+        elif label.startswith(f"{ARBITRARY_SCALE_TASK} x"):
+            found[float(label.removeprefix(f"{ARBITRARY_SCALE_TASK} x"))] = label
+    return dict(sorted(found.items()))
+
+
+def _score_labels(task: str, metrics: dict[str, float]) -> list[tuple[str, str]]:
+    """(the task part of the metric keys, the card's task name) of each evaluation of ``task`` in ``metrics``."""
+    title = get_task(task).title
+    if task != ARBITRARY_SCALE_TASK:
+        return [(task, title)]
+    return [(label, f"{title} x{s:g}") for s, label in sr_any_scales(metrics).items()]
 
 
 @dataclass
@@ -56,17 +86,34 @@ def eval_results(metrics: dict[str, float], tasks: list[str], benchmarks: list[s
     results = []
     for task in tasks:
         channel = "Y" if get_task(task).y_channel else "RGB"
-        for bench in benchmarks:
-            for metric, label in (("psnr", f"PSNR ({channel})"), ("ssim", f"SSIM ({channel})")):
-                value = metrics.get(metric_key(task, bench, metric))
-                if value is None:
-                    continue
-                results.append(EvalResult(
-                    task_type="image-to-image", task_name=get_task(task).title, dataset_type=bench.lower(),
-                    dataset_name=bench, dataset_split="test", metric_type=metric, metric_name=label,
-                    metric_value=round(float(value), 4),
-                ))
+        for scored, task_name in _score_labels(task, metrics):
+            for bench in benchmarks:
+                for metric, label in (("psnr", f"PSNR ({channel})"), ("ssim", f"SSIM ({channel})")):
+                    value = metrics.get(metric_key(scored, bench, metric))
+                    if value is None:
+                        continue
+                    results.append(EvalResult(
+                        task_type="image-to-image", task_name=task_name, dataset_type=bench.lower(),
+                        dataset_name=bench, dataset_split="test", metric_type=metric, metric_name=label,
+                        metric_value=round(float(value), 4),
+                    ))
     return results
+
+
+def _scales_text(metrics: dict[str, float], tasks: list[str], benchmarks: list[str]) -> str | None:
+    """The card's table of the scales an ``sr_any`` model was scored at (PSNR, Y), None for other models."""
+    scales = sr_any_scales(metrics) if ARBITRARY_SCALE_TASK in tasks else {}
+    if not scales or not benchmarks:
+        return None
+    lines = [f"`{ARBITRARY_SCALE_TASK}` scored at {', '.join(f'x{s:g}' for s in scales)} only (PSNR in dB on Y, "
+             f"border ceil(scale); trained on scales in [1, {_SR_ANY_TRAINED_UP_TO:g}], * = out of distribution). "
+             "Other scales run (`--scale`) but are not scored here.", "",
+             "| scale | " + " | ".join(benchmarks) + " |", "|---|" + "---|" * len(benchmarks)]
+    for s, label in scales.items():
+        cells = [metrics.get(metric_key(label, b)) for b in benchmarks]
+        shown = " | ".join("n/a" if v is None else f"{v:.2f}" for v in cells)
+        lines.append(f"| x{s:g}{' *' if s > _SR_ANY_TRAINED_UP_TO else ''} | {shown} |")
+    return "\n".join(lines)
 
 
 def _training_text(info: ExportInfo, kind: str, step: int, history: list[dict[str, Any]]) -> str:
@@ -114,6 +161,7 @@ def export_model(model, out_dir: str | Path, *, info: ExportInfo, kind: str, ste
         "datasets": info.datasets,
         "eval_results": eval_results(metrics, info.tasks, info.benchmarks) or None,
         "training": _training_text(info, kind, step, history),
+        "scales": _scales_text(metrics, info.tasks, info.benchmarks),
         "repo_id": info.repo_id,
     })
     record = {

@@ -73,6 +73,21 @@ def hat() -> Recipe:
 
 
 @register_recipe
+def sr_any() -> Recipe:
+    """Arbitrary-scale SR (``sr_any``) with LIIF/LTE's protocol (``yinboc/liif``
+    ``configs/train-div2k/train_edsr-baseline-liif.yaml``): batch 16 of 48 px LR patches at scales in [1, 4], 2304
+    queries each, Adam 1e-4 (betas 0.9/0.999, no decay), 1000 epochs of 1000 iterations halved every 200 epochs.
+    fp32, as LIIF and LTE train (under bf16 the implicit tail would get bf16 features beside fp32 query points, a
+    mix it does not take)."""
+    return Recipe(
+        name="ft_sr_any", variant="edt_b", tasks=("sr_any",), data_name="DIV2K",
+        mode="edt", batch_size=16, lr_patch=48, dn_patch=192, num_workers=4, steps=1_000_000, lr=1e-4,
+        betas=(0.9, 0.999), schedule="multistep", milestones=(200_000, 400_000, 600_000, 800_000), gamma=0.5,
+        zero_stage=2, precision="fp32", log_every=100, ckpt_every=5000, keep_last=2, val_every=5000,
+    )
+
+
+@register_recipe
 def gan() -> Recipe:
     """Real-ESRGAN's GAN stage from an L1 fine-tune's export: 1e-4 for both networks, L1 1 / perceptual 1 / GAN 0.1,
     EMA 0.999, 400K steps at a constant LR (Real-ESRGAN's one milestone is its last step), LR patch 64 at x4."""

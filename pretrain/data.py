@@ -12,8 +12,8 @@ resumes from a checkpoint sees exactly the batches the uninterrupted run would h
   uneven-shard hang of ECOSYSTEM.md section 2 cannot happen, and the loop stops every rank at the same step.
 - Each batch carries the sub-stream's position after it (epoch, shard index, record index, skip counts); the
   main process keeps the position of the last *consumed* batch per sub-stream, which is what a checkpoint saves.
-- Crops, flips, rotations, degradation noise and the masked task's masks use a generator seeded from (seed, step,
-  rank).
+- Crops, flips, rotations, degradation noise, the masked task's masks and ``sr_any``'s scales, crops and query
+  points use a generator seeded from (seed, step, rank).
 
 Bad data never stops the run: an unreadable or truncated shard, a garbage member, or an image smaller than the
 patch is skipped, counted and (rate-limited) logged. A whole epoch without one usable sample raises, because that
@@ -38,14 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from restore.model import ARBITRARY_SCALE_TASK
 from tasks.registry import MASK_PATCH, MASK_RATIO, Task, get_task, masked_task
 
 __all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "check_shards", "hr_patch", "task_plan",
-           "stream_tasks", "masked_l1", "SKIP_KINDS"]
+           "stream_tasks", "masked_l1", "degrade_batch", "SKIP_KINDS", "SR_ANY_QUERIES"]
 
 log = logging.getLogger("pretrain.data")
 SKIP_KINDS = ("small", "corrupt", "bad_shard")
 _IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
+# HR pixels an sr_any patch is scored on: LIIF/LTE's sample_q (48 ** 2 for their 48 px LR patch); a smaller LR patch
+# scores lr_patch ** 2, the pixel count of its smallest HR crop (scale 1)
+SR_ANY_QUERIES = 2304
 
 
 @dataclass
@@ -54,12 +58,17 @@ class Batch:
 
     ``mask`` (B, 1, h, w), 1 on the pixels hidden from the input, comes with the masked task only: its loss scores
     those pixels alone (`masked_l1`). None for every other task, whose loss scores the whole output.
+
+    ``coord`` and ``cell`` (B, Q, 2) come with ``sr_any`` only (`tasks.degradations.sr_any_batch`): the HR pixels the
+    loss scores, as the model's ``query_points`` takes them; its ``gt`` is then their values (B, Q, 3).
     """
 
     lq: torch.Tensor
     gt: torch.Tensor
     task: str
     mask: torch.Tensor | None = None
+    coord: torch.Tensor | None = None
+    cell: torch.Tensor | None = None
 
 
 @dataclass
@@ -79,8 +88,11 @@ class StepData:
     def pin_memory(self) -> "StepData":
         """Page-locked batches (``DataLoader(pin_memory=True)`` calls this in its pinning thread), so that the
         trainer's ``non_blocking`` copies to the GPU overlap with compute. Needs CUDA."""
-        self.batches = {t: Batch(b.lq.pin_memory(), b.gt.pin_memory(), b.task,
-                                 None if b.mask is None else b.mask.pin_memory()) for t, b in self.batches.items()}
+        def pin(v: torch.Tensor | None) -> torch.Tensor | None:
+            return None if v is None else v.pin_memory()
+
+        self.batches = {t: Batch(pin(b.lq), pin(b.gt), b.task, pin(b.mask), pin(b.coord), pin(b.cell))
+                        for t, b in self.batches.items()}
         return self
 
 
@@ -213,9 +225,26 @@ def stream_tasks(names: tuple[str, ...], mask_ratio: float = MASK_RATIO,
 
 
 def hr_patch(task: str, lr_patch: int, dn_patch: int) -> int:
-    """The side of the ground-truth patch a task crops: ``lr_patch * scale`` for SR, ``dn_patch`` otherwise."""
+    """The side of the ground-truth patch a task crops: ``lr_patch * scale`` for SR, ``dn_patch`` otherwise.
+
+    ``sr_any``'s registered scale is 4, the top of its training range: its crop holds the largest HR patch
+    (``lr_patch * 4``) that `degrade_batch` cuts its scaled patches from.
+    """
     scale = get_task(task).scale
     return lr_patch * scale if scale > 1 else dn_patch
+
+
+def degrade_batch(task: Task, gt: torch.Tensor, lr_patch: int, generator: torch.Generator) -> Batch:
+    """The `Batch` of ``task`` from augmented ground-truth crops ``gt`` (B, 3, S, S): the task's degradation (and
+    the masked task's mask), or for ``sr_any`` LIIF's sampling (`tasks.degradations.sr_any_batch`): a scale in
+    [1, 4] per patch, an LR patch of ``lr_patch`` px and ``min(SR_ANY_QUERIES, lr_patch ** 2)`` scored HR pixels."""
+    if task.name != ARBITRARY_SCALE_TASK:
+        lq, mask = task.degrade_with_mask(gt, generator=generator)
+        return Batch(lq=lq, gt=gt, task=task.name, mask=mask)
+    from tasks.degradations import sr_any_batch
+
+    b = sr_any_batch(gt, generator, lq_size=lr_patch, num_queries=min(SR_ANY_QUERIES, lr_patch * lr_patch))
+    return Batch(lq=b.lq, gt=b.gt, task=task.name, coord=b.coord, cell=b.cell)
 
 
 def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -372,8 +401,7 @@ class ShardStream(IterableDataset):
                     keys.append(f"{sample.get('__url__')}:{sample.get('__key__')}")
                     patches.append(_crop_augment(img, size, g))
                 gt = torch.stack(patches).float().div_(255.0)  # (B, 3, S, S)
-                lq, mask = self.task_objs[task].degrade_with_mask(gt, generator=g)
-                batches[task] = Batch(lq=lq, gt=gt, task=task, mask=mask)
+                batches[task] = degrade_batch(self.task_objs[task], gt, self.lr_patch, g)
             yield StepData(step=step, batches=batches, stream=sub, position=reader.position(), keys=keys)
             step += self.n_sub
 

@@ -14,7 +14,7 @@
   the loop converts them at log steps only.
 - EMA: kept in fp32 on the engine's device, updated with one fused ``_foreach_lerp_`` from the optimizer's fp32
   master weights (under bf16 the module holds bf16 copies; `fp32_master_weights`).
-- Losses: L1 per task, weighted and summed (EDT sums over tasks); IPT's supervised contrastive term (Khosla et
+- Losses: L1 per task, weighted and summed (EDT sums over tasks; ``sr_any`` on its sampled query points); IPT's supervised contrastive term (Khosla et
   al. 2020, as in IPT's MindSpore ``src/loss.py``: temperature 0.07, weight 0.1) on the body's output features,
   where patches cut from the same image are positives.
 - The GAN stage (``gan_weight > 0``, Real-ESRGAN's fine-tuning): `pretrain.gan.GANStage` adds its perceptual and
@@ -31,13 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.data import StepData, masked_l1
+from pretrain.data import Batch, StepData, masked_l1
 from pretrain.recipes import Recipe
 
 __all__ = [
     "build_ds_config", "lr_lambda", "EMA", "fp32_master_weights", "full_fp32_state_dict",
     "enable_activation_checkpointing",
-    "checkpoint_blocks", "Trainer", "MultiTask", "unwrap_state_dict", "supcon_loss",
+    "checkpoint_blocks", "Trainer", "MultiTask", "model_input", "unwrap_state_dict", "supcon_loss",
 ]
 
 
@@ -221,19 +221,33 @@ class MultiTask(nn.Module):
     """The module DeepSpeed wraps: ``forward({task: lq}) -> {task: out}`` through the engine's own ``__call__``.
 
     Every forward goes through ``engine(...)`` so ZeRO-3's parameter gathering and DeepSpeed's bookkeeping hooks
-    fire; several tasks run `forward_multi` (one body pass), a single task the plain ``forward``. State-dict keys
-    carry a ``model.`` prefix, which `unwrap_state_dict` removes.
+    fire; several tasks run `forward_multi` (one body pass), a single task the plain ``forward``, or
+    ``query_points`` for ``sr_any``, whose input is ``(lq, coord, cell)`` (`model_input`). State-dict keys carry a
+    ``model.`` prefix, which `unwrap_state_dict` removes.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batches: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batches: dict[str, torch.Tensor | tuple[torch.Tensor, ...]]) -> dict[str, torch.Tensor]:
         if len(batches) == 1:
             (task, x), = batches.items()
+            if isinstance(x, tuple):
+                return {task: self.model.query_points(x[0], task, x[1], x[2])}
             return {task: self.model(x, task=task)}
         return self.model.forward_multi(batches)
+
+
+def model_input(batch: Batch, device: torch.device, dtype: torch.dtype) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """What `MultiTask` takes for one task's batch, on ``device``: ``lq`` in the engine's dtype, and for ``sr_any``
+    ``(lq, coord, cell)`` with the points left in fp32: bf16 rounds a coordinate near +-1 to steps of 1/256, a third
+    of an HR pixel of a 192 px crop (2/192)."""
+    # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches (StepData.pin_memory)
+    lq = batch.lq.to(device, dtype, non_blocking=True)
+    if batch.coord is None:
+        return lq
+    return lq, batch.coord.to(device, non_blocking=True), batch.cell.to(device, non_blocking=True)
 
 
 def unwrap_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -317,8 +331,8 @@ class Trainer:
     def losses(self, data: StepData) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted loss of one micro-batch and the plain L1 of each task in it (and the GAN stage's terms)."""
         r = self.recipe
+        inputs = {t: model_input(b, self.device, self.dtype) for t, b in data.batches.items()}
         # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches (StepData.pin_memory)
-        inputs = {t: b.lq.to(self.device, self.dtype, non_blocking=True) for t, b in data.batches.items()}
         targets = {t: b.gt.to(self.device, non_blocking=True) for t, b in data.batches.items()}
         masks = {t: b.mask.to(self.device, non_blocking=True) for t, b in data.batches.items() if b.mask is not None}
         self._body_outs.clear()
