@@ -33,9 +33,13 @@ DISCRIMINATOR_WEIGHTS = "discriminator.safetensors"
 
 
 def check_gan_patches(recipe: Recipe) -> None:
-    """Refuse target patches the U-Net discriminator cannot take (its three downsamplings need multiples of 8)."""
+    """Refuse what the U-Net discriminator cannot take: point outputs (``sr_any``), and target patches that are not
+    multiples of 8 (its three downsamplings)."""
     from pretrain.data import hr_patch
 
+    if "sr_any" in recipe.tasks:  # its outputs are sampled points (B, Q, 3), not images a discriminator can judge
+        raise ValueError("the GAN stage judges images, and sr_any trains on sampled points: fine-tune sr_any "
+                         "without gan_weight, or the GAN stage on a fixed-scale task (e.g. realsr_x4)")
     sides = {t: hr_patch(t, recipe.lr_patch, recipe.dn_patch) for t in recipe.tasks}
     bad = {t: side for t, side in sides.items() if side % 8}
     if bad:

@@ -55,15 +55,18 @@ def make_cell(out_size: Sequence[int], num: int, batch: int = 1, device: torch.d
 
 
 def _sample_nearest(grid: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour read of ``grid`` (B, C, h, w) at ``coord`` (B, Q, 2) -> (B, Q, C)."""
-    out = F.grid_sample(grid, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)  # (B, C, 1, Q)
-    return out[:, :, 0, :].permute(0, 2, 1)
+    """Nearest-neighbour read of ``grid`` (B, C, h, w) at ``coord`` (B, Q, 2) -> (B, Q, C), in ``grid``'s dtype.
+
+    The lookup runs in fp32 whatever the features' dtype: a bf16 coordinate is off by up to a third of an HR
+    pixel of a 192 px crop, enough to pick the wrong neighbour."""
+    out = F.grid_sample(grid.float(), coord.float().flip(-1).unsqueeze(1), mode="nearest", align_corners=False)
+    return out[:, :, 0, :].permute(0, 2, 1).to(grid.dtype)  # (B, C, 1, Q) -> (B, Q, C)
 
 
 def _feature_coord(feat: torch.Tensor) -> torch.Tensor:
     """Coordinates of the feature pixels as a (B, 2, h, w) map, so `_sample_nearest` returns a query's centre."""
     b, _, h, w = feat.shape
-    return make_coord((h, w), feat.device, feat.dtype).permute(2, 0, 1).unsqueeze(0).expand(b, 2, h, w)
+    return make_coord((h, w), feat.device, torch.float32).permute(2, 0, 1).unsqueeze(0).expand(b, 2, h, w)
 
 
 def _ensemble_offsets(local_ensemble: bool) -> list[tuple[int, int]]:
@@ -159,7 +162,7 @@ class LIIFTail(_ImplicitTail):
             parts = [q_feat, rel_coord]
             if self.cell_decode:
                 parts.append(cell * size)
-            preds.append(self.imnet(torch.cat(parts, dim=-1)))
+            preds.append(self.imnet(torch.cat(parts, dim=-1).to(feat.dtype)))  # geometry fp32, MLP its own
             areas.append(torch.abs(rel_coord[..., 0] * rel_coord[..., 1]) + 1e-9)
         return _blend(preds, areas)
 
@@ -195,7 +198,7 @@ class LTETail(_ImplicitTail):
         h, w = coef.shape[-2:]
         size = torch.tensor([h, w], dtype=coord.dtype, device=coord.device)
         feat_coord = _feature_coord(coef)
-        phase = self.phase(cell * size)  # (B, Q, dim/2): the cell is the same for the 4 neighbours
+        phase = self.phase((cell * size).to(coef.dtype))  # (B, Q, dim/2): the same for the 4 neighbours
         preds, areas = [], []
         for vx, vy in _ensemble_offsets(True):
             shift = torch.tensor([vx / h + _EPS_SHIFT, vy / w + _EPS_SHIFT], dtype=coord.dtype, device=coord.device)
@@ -207,10 +210,10 @@ class LTETail(_ImplicitTail):
             pairs = q_freq.reshape(b, q, -1, 2)  # (B, Q, dim/2, 2)
             arg = (pairs * rel_coord.unsqueeze(-2)).sum(-1) + phase  # (B, Q, dim/2)
             basis = torch.cat([torch.cos(math.pi * arg), torch.sin(math.pi * arg)], dim=-1)
-            preds.append(self.imnet(q_coef * basis))
+            preds.append(self.imnet((q_coef * basis).to(coef.dtype)))  # the basis in fp32, the MLP its own
             areas.append(torch.abs(rel_coord[..., 0] * rel_coord[..., 1]) + 1e-9)
-        skip = F.grid_sample(inp, coord.flip(-1).unsqueeze(1), mode="bilinear", padding_mode="border",
-                             align_corners=False)[:, :, 0, :].permute(0, 2, 1)
+        skip = F.grid_sample(inp.float(), coord.float().flip(-1).unsqueeze(1), mode="bilinear", padding_mode="border",
+                             align_corners=False)[:, :, 0, :].permute(0, 2, 1).to(inp.dtype)
         return _blend(preds, areas) + skip
 
 

@@ -250,3 +250,17 @@ def test_gan_run_trains_both_networks_and_resumes_exactly(gloo, tmp_path):
     _assert_same(_optimizer_state(end)["optimizer_state_dict"], _optimizer_state(again)["optimizer_state_dict"],
                  "generator optimizer")
     assert straight.losses == resumed.losses
+
+
+def test_gan_stage_refuses_point_outputs_and_odd_patches():
+    from dataclasses import replace
+
+    from pretrain.gan import check_gan_patches
+    from pretrain.recipes import get_recipe
+
+    base = get_recipe("smoke", ["gan_weight=0.1", "lr_patch=16"])
+    check_gan_patches(replace(base, tasks=("realsr_x4",)))
+    with pytest.raises(ValueError, match="sr_any"):
+        check_gan_patches(replace(base, tasks=("sr_any",)))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        check_gan_patches(replace(base, tasks=("realsr_x4",), lr_patch=15))

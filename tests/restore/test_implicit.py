@@ -391,3 +391,21 @@ def test_sr_any_batch_gt_matches_its_crop():
     assert torch.equal(s.gt[0], flat[rows * 96 + cols])
     assert torch.equal(s.lq, imresize(hr, size=(48, 48), quantize=True))
     assert math.isclose(float(s.cell[0, 0, 0]), 2 / 96, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("tail", ["lte", "liif"])
+def test_implicit_tail_runs_in_bf16_with_fp32_coordinates(tail):
+    """bf16 training keeps the query points in fp32 (the engine does not cast them): the tail must accept that and
+    stay close to its fp32 result."""
+    from restore.model import RestorationModel
+
+    torch.manual_seed(0)
+    model = RestorationModel("edt_tiny", tasks=["sr_any"], arch={"implicit_tail": tail}).eval()
+    x = torch.rand(1, 3, 12, 12)
+    coord = torch.rand(1, 50, 2) * 2 - 1
+    cell = torch.full((1, 50, 2), 2 / 36)
+    with torch.no_grad():
+        ref = model.query_points(x, "sr_any", coord, cell)
+        low = model.to(torch.bfloat16).query_points(x.bfloat16(), "sr_any", coord, cell)
+    assert torch.isfinite(low.float()).all()
+    assert (low.float() - ref).abs().max() < 0.1
