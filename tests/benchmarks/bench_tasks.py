@@ -97,6 +97,7 @@ def bench_degradations(repeat: int, batch: int) -> None:
     print("|---|---|---|---|---|")
     rows = [(f"sr_x{s}", 48 * s) for s in (2, 3, 4)]
     rows += [(name, size) for name in ("denoise_g25", "derain_light", "derain_heavy", "derain") for size in (48, 192)]
+    rows += [("realsr_x2", 96), ("realsr_x4", 192), ("bsrgan_x4", 192)]  # the blind pipelines, image by image
     for name, size in rows:
         task = tasks.get_task(name)
         hr = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
