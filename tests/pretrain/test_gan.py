@@ -56,23 +56,21 @@ def test_perceptual_loss_equals_basicsrs(monkeypatch, tmp_path):
     assert not any(p.requires_grad for p in ours.parameters())
 
 
-def test_vgg19_weights_come_from_the_torch_cache_or_a_clear_error(tmp_path):
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        path = vgg19_weights_file()
-        assert path == tmp_path / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
-        with pytest.raises(InputError, match=rf"place vgg19-dcbb9e9d.pth .* in {path.parent}.*perceptual_random_init"):
-            PerceptualLoss()
-        from torchvision.models.vgg import cfgs, make_layers
+def test_vgg19_weights_come_from_the_torch_cache_or_a_clear_error(tmp_path, monkeypatch):
+    # torch.hub.set_dir pins the folder for the whole session (a later TORCH_HOME would be ignored): patch the
+    # module's own setting instead, restored after the test
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    path = vgg19_weights_file()
+    assert path == tmp_path / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    with pytest.raises(InputError, match=rf"place vgg19-dcbb9e9d.pth .* in {path.parent}.*perceptual_random_init"):
+        PerceptualLoss()
+    from torchvision.models.vgg import cfgs, make_layers
 
-        torch.manual_seed(3)
-        features = make_layers(cfgs["E"])
-        path.parent.mkdir(parents=True)
-        torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
-        loaded = PerceptualLoss().vgg.features.state_dict()
-    finally:
-        torch.hub.set_dir(old)
+    torch.manual_seed(3)
+    features = make_layers(cfgs["E"])
+    path.parent.mkdir(parents=True)
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    loaded = PerceptualLoss().vgg.features.state_dict()
     assert loaded and all(torch.equal(v, features.state_dict()[k]) for k, v in loaded.items())
 
 
