@@ -14,9 +14,9 @@
   the loop converts them at log steps only.
 - EMA: kept in fp32 on the engine's device, updated with one fused ``_foreach_lerp_`` from the optimizer's fp32
   master weights (under bf16 the module holds bf16 copies; `fp32_master_weights`).
-- Losses: L1 per task, weighted and summed (EDT sums over tasks; ``sr_any`` on its sampled query points); IPT's supervised contrastive term (Khosla et
-  al. 2020, as in IPT's MindSpore ``src/loss.py``: temperature 0.07, weight 0.1) on the body's output features,
-  where patches cut from the same image are positives.
+- Losses: L1 per task, weighted and summed (EDT sums over tasks; ``sr_any`` on its sampled query points); IPT's
+  supervised contrastive term (Khosla et al. 2020, as in IPT's MindSpore ``src/loss.py``: temperature 0.07,
+  weight 0.1) on the body's output features, where patches cut from the same image are positives.
 - The GAN stage (``gan_weight > 0``, Real-ESRGAN's fine-tuning): `pretrain.gan.GANStage` adds its perceptual and
   adversarial terms in `Trainer.losses` and trains its discriminator, on its own engine, after each generator step.
 """
@@ -81,13 +81,18 @@ def lr_lambda(recipe: Recipe):
     return factor
 
 
+def _with_weights(module: nn.Module, weights: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with the tensors of ``weights`` (e.g. `fp32_master_weights`) in place of its own."""
+    return {**module.state_dict(), **(weights or {})}
+
+
 class EMA:
     """Exponential moving average of the weights (fp32, on the model's device), as BasicSR's
     ``model_ema(decay=0.999)``."""
 
     def __init__(self, model: nn.Module, decay: float, weights: dict[str, torch.Tensor] | None = None):
         self.decay = decay
-        state = {**model.state_dict(), **(weights or {})}  # ``weights``: as in `update`
+        state = _with_weights(model, weights)  # ``weights``: as in `update`
         self.shadow = {k: v.detach().float().clone() for k, v in state.items()}
 
     @torch.no_grad()
@@ -97,7 +102,7 @@ class EMA:
         ``weights`` (e.g. `fp32_master_weights`) replace the model's own tensors of those names: under bf16 the
         module holds bf16 copies of the optimizer's fp32 masters, and an EMA of those would average rounding steps.
         """
-        state = {**model.state_dict(), **(weights or {})}
+        state = _with_weights(model, weights)
         floats = [k for k, v in state.items() if v.dtype.is_floating_point]
         if floats:
             torch._foreach_lerp_([self.shadow[k] for k in floats], [state[k].detach().float() for k in floats],
@@ -153,7 +158,7 @@ def fp32_master_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
 def full_fp32_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """``module.state_dict()`` at full size, floats in fp32, its parameters taken from the optimizer's fp32 masters
     where DeepSpeed keeps them (`fp32_master_weights`): the weights a ``step-N`` checkpoint exports. Collective."""
-    state = {**module.state_dict(), **(fp32_master_weights(module) or {})}
+    state = _with_weights(module, fp32_master_weights(module))
     return {k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in state.items()}
 
 
