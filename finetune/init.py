@@ -1,14 +1,13 @@
 """Where fine-tuning starts: a Hub id, an exported folder, a pretraining run or ``step-N`` checkpoint, or nothing.
 
 A run folder or ``step-N`` checkpoint is loaded by `pretrain.export.checkpoint_model`, the code ``pretrain
-export`` uses (the checkpoint's own ``config.json`` and fp32 weights; older checkpoints from their DeepSpeed files). The tasks are then fitted to the run: the chosen tasks' heads and tails and the
-shared body are kept, the others dropped (`RestorationModel.keep_tasks`); a task the checkpoint lacks gets a fresh
+export`` uses (the checkpoint's own ``config.json`` and fp32 weights; older checkpoints from their DeepSpeed
+files). The tasks are then fitted to the run: the chosen tasks' heads and tails and the shared body are kept, the others dropped (`RestorationModel.keep_tasks`); a task the checkpoint lacks gets a fresh
 head and tail on the pretrained body (`RestorationModel.add_task`), as EDT fine-tunes new tasks on a shared body.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field

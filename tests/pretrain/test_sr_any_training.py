@@ -7,7 +7,6 @@ The engine is a real one-process gloo DeepSpeed engine on the tiny EDT (the fixt
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-import restore
 from restore.cli import main
 from restore.inference import FallbackWarning, restore_image
 
