@@ -44,11 +44,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pretrain.data import SKIP_KINDS, Batch, StepData, degrade_batch, hr_patch, task_plan
+from pretrain.data import (SKIP_KINDS, Batch, StepData, degrade_pending, degrade_seed, hr_patch, step_generator,
+                           stream_tasks, task_plan)
 from restore.model import ARBITRARY_SCALE_TASK
 from tasks.errors import InputError
 from tasks.io import IMAGE_EXTENSIONS, list_images
-from tasks.registry import Task, TaskKind, get_task
+from tasks.registry import MASK_PATCH, MASK_RATIO, Task, TaskKind, get_task
 
 __all__ = ["Pair", "DataError", "TrainingData", "scan_training_data", "PairStream", "is_shard_spec", "shard_data",
            "build_stream", "probe_image"]
@@ -354,9 +355,10 @@ class _StepDataset(Dataset):
     """Map-style: item ``i`` is the `StepData` of micro-step ``i`` on this rank (a pure function of seed and i)."""
 
     def __init__(self, pairs: dict[str, list[Pair]], *, batch_size: int, lr_patch: int, dn_patch: int, seed: int,
-                 rank: int, world_size: int, cache_mb: int, mode: str = "edt"):
-        self.pairs, self.mode = pairs, mode
-        self.task_objs = {t: get_task(t) for t in pairs}
+                 rank: int, world_size: int, cache_mb: int, mode: str = "edt", degrade: bool = True,
+                 mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH):
+        self.pairs, self.mode, self.degrade = pairs, mode, degrade
+        self.task_objs = stream_tasks(tuple(pairs), mask_ratio, mask_patch)
         self.batch_size, self.lr_patch, self.dn_patch = batch_size, lr_patch, dn_patch
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.cache = _ImageCache(cache_mb * 2**20)
@@ -418,7 +420,7 @@ class _StepDataset(Dataset):
         return gt_patch, lq_patch
 
     def __getitem__(self, step: int) -> StepData:
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 4099 + self.rank + 1)
+        g = step_generator(self.seed, step, self.rank)
         batches, keys, skipped = {}, [], []
         for task in task_plan(tuple(self.pairs), self.mode, self.seed, step):
             t = self.task_objs[task]
@@ -431,12 +433,14 @@ class _StepDataset(Dataset):
                 lqs.append(lq)
                 keys.append(f"{task}:{Path(pair.gt).name}")
             gt = torch.stack(gts).float().div_(255.0)  # (B, 3, P*s, P*s)
-            if lqs[0] is None:  # degraded here: (B, 3, P, P), the masked task's mask, sr_any's query points
-                batches[task] = degrade_batch(t, gt, self.lr_patch, g)
-            else:
-                batches[task] = Batch(lq=torch.stack(lqs).float().div_(255.0), gt=gt, task=task)
+            # on-the-fly LQ is degraded by `degrade_pending`: below (workers) or by the trainer on its device
+            lq = None if lqs[0] is None else torch.stack(lqs).float().div_(255.0)
+            batches[task] = Batch(lq=lq, gt=gt, task=task)
         # the files skipped for this step travel with it: workers are separate processes, the count is the stream's
-        return StepData(step=step, batches=batches, keys=keys, position={"skipped": skipped})
+        pending = any(b.lq is None for b in batches.values())
+        data = StepData(step=step, batches=batches, keys=keys, position={"skipped": skipped},
+                        degrade_seed=degrade_seed(self.seed, step, self.rank) if pending else None)
+        return degrade_pending(data, self.task_objs, self.lr_patch, "cpu") if self.degrade else data
 
     def __len__(self) -> int:  # the sampler is infinite; DataLoader never asks, but Dataset wants a length
         return 2**62
@@ -462,18 +466,21 @@ class PairStream:
         num_workers: data-loader processes (0: in the main process).
         state: `state_dict` of an earlier stream, to continue where it stopped.
         cache_mb: decoded-image cache per process.
+        degrade: degrade on-the-fly pairs in the workers; False leaves it to the trainer (`degrade_pending`).
+        mask_ratio, mask_patch: the masked task's mask, as in pretraining.
     """
 
     def __init__(self, pairs: dict[str, list[Pair]], *, batch_size: int, lr_patch: int, dn_patch: int, seed: int,
                  rank: int = 0, world_size: int = 1, num_workers: int = 0, state: dict | None = None,
-                 cache_mb: int = 1024, mode: str = "edt"):
+                 cache_mb: int = 1024, mode: str = "edt", degrade: bool = True, mask_ratio: float = MASK_RATIO,
+                 mask_patch: int = MASK_PATCH):
         state = state or {}
         self.step = int(state.get("step", 0))
         self.corrupt = int(state.get("skips", {}).get("corrupt", 0))  # samples skipped so far, resumed runs included
         self.bad_files: dict[str, str] = dict(state.get("bad_files", {}))  # path -> why, each logged once
         self.dataset = _StepDataset(pairs, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed,
                                     rank=rank, world_size=world_size, cache_mb=max(64, cache_mb // max(1, num_workers)),
-                                    mode=mode)
+                                    mode=mode, degrade=degrade, mask_ratio=mask_ratio, mask_patch=mask_patch)
         self.loader = DataLoader(
             self.dataset, batch_size=None, sampler=itertools.count(self.step), num_workers=num_workers,
             persistent_workers=False, prefetch_factor=2 if num_workers else None,
@@ -515,7 +522,8 @@ def shard_data(specs: list[str]) -> str:
 
 def build_stream(specs: list[str], task_names: list[str], *, batch_size: int, lr_patch: int, dn_patch: int,
                  seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
-                 data: TrainingData | None = None, mode: str = "edt"):
+                 data: TrainingData | None = None, mode: str = "edt", degrade: bool = True,
+                 mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH):
     """The training stream for ``specs``: `PairStream` over folders, or `pretrain.data.DataStream` over shards."""
     shard_specs = [s for s in specs if is_shard_spec(s)]
     if shard_specs:
@@ -526,8 +534,10 @@ def build_stream(specs: list[str], task_names: list[str], *, batch_size: int, lr
         return DataStream(
             expand_urls(shard_data(specs)), tuple(task_names), mode=mode, batch_size=batch_size, lr_patch=lr_patch,
             dn_patch=dn_patch, seed=seed, rank=rank, world_size=world_size, num_workers=num_workers, state=state,
+            degrade=degrade, mask_ratio=mask_ratio, mask_patch=mask_patch,
         )
     data = data or scan_training_data(specs, task_names, lr_patch=lr_patch, dn_patch=dn_patch)
     return PairStream(data.pairs, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed, rank=rank,
                       world_size=world_size, num_workers=num_workers, state=state,
-                      cache_mb=int(os.environ.get("FINETUNE_CACHE_MB", "1024")), mode=mode)
+                      cache_mb=int(os.environ.get("FINETUNE_CACHE_MB", "1024")), mode=mode, degrade=degrade,
+                      mask_ratio=mask_ratio, mask_patch=mask_patch)

@@ -12,8 +12,18 @@ resumes from a checkpoint sees exactly the batches the uninterrupted run would h
   uneven-shard hang of ECOSYSTEM.md section 2 cannot happen, and the loop stops every rank at the same step.
 - Each batch carries the sub-stream's position after it (epoch, shard index, record index, skip counts); the
   main process keeps the position of the last *consumed* batch per sub-stream, which is what a checkpoint saves.
-- Crops, flips, rotations, degradation noise, the masked task's masks and ``sr_any``'s scales, crops and query
-  points use a generator seeded from (seed, step, rank).
+- Crops, flips and rotations use a generator seeded from (seed, step, rank); the degradations (noise, rain, blur
+  kernels, the masked task's masks, ``sr_any``'s scales, crops and query points) a second one, seeded from the same
+  triple (`StepData.degrade_seed`). The second generator lets the degradation move off the workers:
+
+Where the degradation runs (the recipe's ``degrade_on``, `degrade_on_device`): in the data-loader workers (on CPU:
+the default without a GPU), or on the training device inside the step (the default with CUDA). Then the workers
+only decode, crop and augment; their batches come with ``lq=None`` and the trainer calls `degrade_pending` on the
+device, batched per task, with a generator on that device seeded from ``degrade_seed``. Both places run the same
+function, so on a CPU device the batches are bit-identical; a CUDA generator (Philox) draws other numbers than a
+CPU one (MT19937) from the same seed, so on a GPU the degradations are a different draw of the same distributions,
+still a function of (seed, step, rank): exact resume holds either way. A blind pipeline's JPEG round trip stays on
+the CPU (libjpeg) inside it.
 
 Bad data never stops the run: an unreadable or truncated shard, a garbage member, or an image smaller than the
 patch is skipped, counted and (rate-limited) logged. A whole epoch without one usable sample raises, because that
@@ -25,6 +35,7 @@ sub-stream reads every shard), so `DataStream` warns on rank 0 with the number o
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import io
 import logging
@@ -42,7 +53,8 @@ from restore.model import ARBITRARY_SCALE_TASK
 from tasks.registry import MASK_PATCH, MASK_RATIO, Task, get_task, masked_task
 
 __all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "check_shards", "hr_patch", "task_plan",
-           "stream_tasks", "masked_l1", "degrade_batch", "SKIP_KINDS", "SR_ANY_QUERIES"]
+           "stream_tasks", "masked_l1", "degrade_batch", "degrade_pending", "degrade_on_device", "step_generator",
+           "DEGRADE_ON", "SKIP_KINDS", "SR_ANY_QUERIES"]
 
 log = logging.getLogger("pretrain.data")
 SKIP_KINDS = ("small", "corrupt", "bad_shard")
@@ -50,6 +62,8 @@ _IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
 # HR pixels an sr_any patch is scored on: LIIF/LTE's sample_q (48 ** 2 for their 48 px LR patch); a smaller LR patch
 # scores lr_patch ** 2, the pixel count of its smallest HR crop (scale 1)
 SR_ANY_QUERIES = 2304
+# where the degradations run (the recipe's degrade_on; `degrade_on_device`)
+DEGRADE_ON = ("auto", "workers", "device")
 
 
 @dataclass
@@ -61,9 +75,12 @@ class Batch:
 
     ``coord`` and ``cell`` (B, Q, 2) come with ``sr_any`` only (`tasks.degradations.sr_any_batch`): the HR pixels the
     loss scores, as the model's ``query_points`` takes them; its ``gt`` is then their values (B, Q, 3).
+
+    ``lq`` is None while the degradation is pending: ``gt`` then holds the augmented HR crops (B, 3, S, S) that
+    `degrade_pending` turns into the task's batch on the training device.
     """
 
-    lq: torch.Tensor
+    lq: torch.Tensor | None
     gt: torch.Tensor
     task: str
     mask: torch.Tensor | None = None
@@ -80,6 +97,7 @@ class StepData:
     stream: int = 0
     position: dict[str, Any] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)  # the samples' webdataset keys, for provenance and tests
+    degrade_seed: int | None = None  # set while some batch's degradation is pending (`degrade_pending`)
 
     @property
     def images(self) -> int:
@@ -247,8 +265,52 @@ def degrade_batch(task: Task, gt: torch.Tensor, lr_patch: int, generator: torch.
     return Batch(lq=b.lq, gt=b.gt, task=task.name, coord=b.coord, cell=b.cell)
 
 
-def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + rank + 1)
+def degrade_pending(data: StepData, tasks: dict[str, Task], lr_patch: int, device: torch.device | str) -> StepData:
+    """``data`` with its pending batches (``lq`` None) degraded on ``device`` by `degrade_batch`, in task order,
+    from one generator on ``device`` seeded with ``data.degrade_seed``; ``data`` itself when nothing is pending.
+
+    The workers call it on the CPU (``degrade_on=workers``) and the trainer on its device inside the step
+    (``degrade_on=device``): one function, so the two places give bit-identical batches on a CPU device.
+    """
+    if data.degrade_seed is None:
+        return data
+    device = torch.device(device)
+    g = torch.Generator(device=device).manual_seed(data.degrade_seed)
+    batches = {}
+    for name, b in data.batches.items():
+        if b.lq is None:
+            # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches (StepData.pin_memory)
+            b = degrade_batch(tasks[name], b.gt.to(device, non_blocking=True), lr_patch, g)
+        batches[name] = b
+    return dataclasses.replace(data, batches=batches, degrade_seed=None)
+
+
+def degrade_on_device(setting: str) -> bool:
+    """Whether the recipe's ``degrade_on`` puts the degradations on the training device (else: in the workers).
+
+    ``auto`` is the device where CUDA trains (a GPU degrades a batch in well under a millisecond, where a CPU core
+    needs several per sample: `tests/benchmarks/bench_pretrain.py`), the workers on a CPU-only run, where the
+    device would be the main process's CPU and the workers run beside it.
+    """
+    if setting not in DEGRADE_ON:
+        raise ValueError(f"degrade_on={setting!r}: use one of {', '.join(DEGRADE_ON)}")
+    if setting == "auto":
+        return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") == "cuda"
+    return setting == "device"
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step) * 4099 + rank + 1
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The CPU generator of a step's crops, flips and rotations (both streams)."""
+    return torch.Generator().manual_seed(_step_seed(seed, step, rank))
+
+
+def degrade_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of a step's degradation generator (`degrade_pending`): another stream than `step_generator`'s."""
+    return (_step_seed(seed, step, rank) * 2_654_435_761 + 97) % 2**63
 
 
 class _Reader:
@@ -354,14 +416,17 @@ class ShardStream(IterableDataset):
         start_step: first step this stream serves.
         positions: saved positions per sub-stream (from `DataStream.state_dict`), or None to start fresh.
         mask_ratio, mask_patch: the masked task's mask (`tasks.degradations.random_mask`).
+        degrade: degrade in the stream (the workers); False leaves it pending for the trainer (`degrade_pending`).
     """
 
     def __init__(
         self, urls: list[str], tasks: tuple[str, ...], *, mode: str = "edt", batch_size: int = 4, lr_patch: int = 48,
         dn_patch: int = 192, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
         start_step: int = 0, positions: dict[int, dict] | None = None, mask_ratio: float = MASK_RATIO,
-        mask_patch: int = MASK_PATCH,
+        mask_patch: int = MASK_PATCH, degrade: bool = True,
     ):
+        if isinstance(urls, str):  # list("a.tar") would be five shards named by letter
+            raise TypeError("ShardStream takes a list of shard URLs; expand a spec with `expand_urls` first")
         self.urls, self.tasks, self.mode = list(urls), tuple(tasks), mode
         self.task_objs = stream_tasks(self.tasks, mask_ratio, mask_patch)
         self.batch_size, self.lr_patch, self.dn_patch = batch_size, lr_patch, dn_patch
@@ -369,6 +434,7 @@ class ShardStream(IterableDataset):
         self.n_sub = max(1, num_workers)
         self.start_step = start_step
         self.positions = {int(k): v for k, v in (positions or {}).items()}
+        self.degrade = degrade
 
     def hr_patch(self, task: str) -> int:
         return hr_patch(task, self.lr_patch, self.dn_patch)
@@ -382,7 +448,7 @@ class ShardStream(IterableDataset):
         records = iter(reader)
         step = self.start_step + worker
         while True:
-            g = _step_generator(self.seed, step, self.rank)
+            g = step_generator(self.seed, step, self.rank)
             batches, keys = {}, []
             for task in task_plan(self.tasks, self.mode, self.seed, step):
                 size = self.hr_patch(task)
@@ -401,8 +467,10 @@ class ShardStream(IterableDataset):
                     keys.append(f"{sample.get('__url__')}:{sample.get('__key__')}")
                     patches.append(_crop_augment(img, size, g))
                 gt = torch.stack(patches).float().div_(255.0)  # (B, 3, S, S)
-                batches[task] = degrade_batch(self.task_objs[task], gt, self.lr_patch, g)
-            yield StepData(step=step, batches=batches, stream=sub, position=reader.position(), keys=keys)
+                batches[task] = Batch(lq=None, gt=gt, task=task)
+            data = StepData(step=step, batches=batches, stream=sub, position=reader.position(), keys=keys,
+                            degrade_seed=degrade_seed(self.seed, step, self.rank))
+            yield degrade_pending(data, self.task_objs, self.lr_patch, "cpu") if self.degrade else data
             step += self.n_sub
 
 
@@ -410,13 +478,14 @@ class DataStream:
     """The iterator the training loop consumes: a `DataLoader` over a `ShardStream`, with resumable state.
 
     ``state_dict()`` holds the next step and the position of each sub-stream after its last consumed batch;
-    pass it back as ``state`` to continue exactly there (same world size and ``num_workers``).
+    pass it back as ``state`` to continue exactly there (same world size and ``num_workers``). ``degrade=False``:
+    the workers only decode, crop and augment, and the trainer degrades on its device (`degrade_pending`).
     """
 
     def __init__(
         self, urls: list[str], tasks: tuple[str, ...], *, mode: str, batch_size: int, lr_patch: int,
         dn_patch: int, seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
-        mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH,
+        mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH, degrade: bool = True,
     ):
         state = state or {}
         n_streams = world_size * max(1, num_workers)
@@ -440,7 +509,7 @@ class DataStream:
         self.dataset = ShardStream(
             urls, tasks, mode=mode, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed,
             rank=rank, world_size=world_size, num_workers=num_workers, start_step=self.step,
-            positions=self.positions, mask_ratio=mask_ratio, mask_patch=mask_patch,
+            positions=self.positions, mask_ratio=mask_ratio, mask_patch=mask_patch, degrade=degrade,
         )
         self.loader = DataLoader(
             self.dataset, batch_size=None, num_workers=num_workers, persistent_workers=False,

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.data import Batch, StepData, masked_l1
+from pretrain.data import Batch, StepData, degrade_pending, masked_l1, stream_tasks
 from pretrain.recipes import Recipe
 
 __all__ = [
@@ -311,6 +311,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # training shapes are fixed per task: tune each conv once
         self.ema = EMA(self.module, recipe.ema, fp32_master_weights(self.module)) if recipe.ema > 0 else None
+        self._tasks = stream_tasks(recipe.tasks, recipe.mask_ratio, recipe.mask_patch)  # for degrade_pending
         # every body pass of the micro-step (forward_multi runs one per group of equal feature shape)
         self._body_outs: list[torch.Tensor] = []
         if recipe.contrastive_weight > 0:
@@ -336,6 +337,7 @@ class Trainer:
     def losses(self, data: StepData) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted loss of one micro-batch and the plain L1 of each task in it (and the GAN stage's terms)."""
         r = self.recipe
+        data = degrade_pending(data, self._tasks, r.lr_patch, self.device)  # degrade_on=device: here, batched
         inputs = {t: model_input(b, self.device, self.dtype) for t, b in data.batches.items()}
         # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches (StepData.pin_memory)
         targets = {t: b.gt.to(self.device, non_blocking=True) for t, b in data.batches.items()}

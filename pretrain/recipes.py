@@ -21,6 +21,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from pretrain.data import DEGRADE_ON
 from tasks.degradations import check_mask_options
 from tasks.registry import MASK_PATCH, MASK_RATIO
 
@@ -41,7 +42,10 @@ class Recipe:
             step carries all tasks through one body pass; ``"ipt"``: one random task per step), ``batch_size``
             (per task and rank in edt mode, per rank in ipt mode), ``lr_patch`` (input patch side of SR tasks; the
             HR patch is ``lr_patch * scale``), ``dn_patch`` (patch side of scale-1 tasks: denoising, deraining),
-            ``num_workers`` (data loader processes per rank), ``task_weights`` (loss weight per task, empty = 1).
+            ``num_workers`` (data loader processes per rank), ``task_weights`` (loss weight per task, empty = 1),
+            ``degrade_on`` (where the degradations run: ``"workers"`` (CPU data-loader processes), ``"device"``
+            (the training device, inside the step) or ``"auto"``: the device on CUDA, the workers otherwise;
+            `pretrain.data.degrade_on_device`).
         optimisation: ``steps``, ``lr``, ``betas``, ``weight_decay``, ``warmup_steps``, ``schedule``
             (``"cosine"`` or ``"multistep"``), ``milestones``, ``gamma``, ``min_lr`` (cosine floor), ``grad_accum``,
             ``grad_clip`` (0 = off), ``ema`` (decay, 0 = off), ``contrastive_weight`` (IPT's SupCon term, 0 = off).
@@ -100,9 +104,12 @@ class Recipe:
     perceptual_random_init: bool = False
     mask_ratio: float = MASK_RATIO
     mask_patch: int = MASK_PATCH
+    degrade_on: str = "auto"
 
     def __post_init__(self) -> None:
         check_mask_options(self.mask_ratio, self.mask_patch)
+        if self.degrade_on not in DEGRADE_ON:
+            raise ValueError(f"degrade_on={self.degrade_on!r}: use one of {', '.join(DEGRADE_ON)}")
         if self.mode not in ("edt", "ipt"):
             raise ValueError(f"mode={self.mode!r}: use 'edt' (all tasks per step) or 'ipt' (one task per step)")
         if self.schedule not in ("cosine", "multistep"):

@@ -76,9 +76,13 @@ def reference_run(data_spec, tmp_path_factory) -> Path:
 def test_two_rank_zero2_trains_and_reports_skips(reference_run):
     records = train_records(reference_run)
     assert [r["step"] for r in records] == list(range(1, 13))
-    first = sum(r["loss"] for r in records[:3]) / 3
-    last = sum(r["loss"] for r in records[-3:]) / 3
-    assert last < 0.8 * first, f"loss did not fall: {first:.4f} -> {last:.4f}"
+    # per task, not the total: at batch 2 deraining's loss swings 5x between steps (each image draws light or
+    # heavy rain), enough to hide in the total what the other tasks learn in 12 steps
+    tasks = sorted(k for k in records[0] if k.startswith("loss:"))
+    first = {t: sum(r[t] for r in records[:3]) / 3 for t in tasks}
+    last = {t: sum(r[t] for r in records[-3:]) / 3 for t in tasks}
+    fell = [t for t in tasks if last[t] < 0.8 * first[t]]
+    assert len(fell) >= len(tasks) - 1, f"losses did not fall: {first} -> {last}"
     summary = json.loads((reference_run / "summary.json").read_text())
     # the truncated shard and the garbage member were met, counted, and the run still finished
     assert summary["step"] == 12

@@ -1,0 +1,162 @@
+"""Degradation on the training device (issue 17, item 1): the workers decode, crop and augment only, and the trainer
+degrades the batch inside the step (`pretrain.data.degrade_pending`), still a function of (seed, step, rank).
+
+On a CPU device the batches are bit-identical to the worker-side ones, so a run trains to the same weights either
+way, and a resumed run equals the uninterrupted one. The CUDA case (another generator, same distributions) is
+checked where a GPU exists (`tests/benchmarks/gpu.sh` runs this file).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pretrain.data import ShardStream, expand_urls, degrade_on_device, degrade_pending, stream_tasks
+from tests.pretrain.helpers import TINY_OVERRIDES
+from tests.pretrain.test_gpu_paths import gloo  # noqa: F401 - fixture
+
+# every kind of degradation: fixed-scale SR, arbitrary scale, noise, rain, masking, a blind pipeline
+TASKS = ("sr_x2", "sr_any", "denoise_g25", "derain", "masked", "realsr_x2")
+FIELDS = ("lq", "gt", "mask", "coord", "cell")
+
+
+def _stream(urls, degrade: bool, **kw) -> ShardStream:
+    args = dict(mode="edt", batch_size=2, lr_patch=8, dn_patch=16, seed=3, rank=1, world_size=2) | kw
+    return ShardStream(expand_urls(urls), TASKS, degrade=degrade, **args)
+
+
+def _assert_batches_equal(a, b) -> None:
+    assert a.step == b.step and a.keys == b.keys and list(a.batches) == list(b.batches)
+    for task in a.batches:
+        for name in FIELDS:
+            x, y = getattr(a.batches[task], name), getattr(b.batches[task], name)
+            assert (x is None) == (y is None), (task, name)
+            if x is not None:
+                assert x.shape == y.shape and torch.equal(x, y), (task, name)
+
+
+def test_pending_batches_hold_only_the_augmented_crops(shard_set):
+    pending = next(iter(_stream(shard_set[0], degrade=False)))
+    assert pending.degrade_seed is not None
+    for task, b in pending.batches.items():
+        assert b.lq is None and b.mask is None and b.coord is None, task
+        side = 32 if task == "sr_any" else 16  # sr_any crops lr_patch * 4, the top of its scale range
+        assert b.gt.shape == (2, 3, side, side), task
+    done = next(iter(_stream(shard_set[0], degrade=True)))
+    assert done.degrade_seed is None and all(b.lq is not None for b in done.batches.values())
+    assert degrade_pending(done, {}, 8, "cpu") is done  # nothing pending: the batch passes through untouched
+
+
+def test_device_degradation_equals_the_workers(shard_set):
+    """Same (seed, step, rank): the trainer's degradation on a CPU device gives the workers' batches bit for bit,
+    for every kind of degradation, at several steps (and with the crops untouched by where the degradation runs)."""
+    workers, device = iter(_stream(shard_set[0], degrade=True)), iter(_stream(shard_set[0], degrade=False))
+    tasks = stream_tasks(TASKS)
+    for _ in range(3):
+        w, raw = next(workers), next(device)
+        for task in TASKS:  # the crops do not depend on where the degradation runs
+            want = w.batches[task].gt if task != "sr_any" else None
+            if want is not None:
+                assert torch.equal(raw.batches[task].gt, want), task
+        _assert_batches_equal(w, degrade_pending(raw, tasks, 8, torch.device("cpu")))
+
+
+def test_finetune_stream_defers_only_the_on_the_fly_pairs(tmp_path):
+    """Fine-tuning's `PairStream` leaves its on-the-fly degradation to the trainer too; stored LQ pairs stay."""
+    from PIL import Image
+
+    from finetune.data import PairStream, scan_training_data
+
+    hr, x2 = tmp_path / "HR", tmp_path / "LR_bicubic" / "X2"
+    hr.mkdir()
+    x2.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(0)
+    for i in range(3):
+        arr = (torch.rand(40, 40, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(hr / f"{i}.png")
+        Image.fromarray(arr[::2, ::2]).save(x2 / f"{i}x2.png")
+    names = ("sr_x2", "denoise_g25", "sr_any")
+    data = scan_training_data([str(tmp_path)], list(names), lr_patch=8, dn_patch=16)
+    kw = dict(batch_size=2, lr_patch=8, dn_patch=16, seed=1)
+    done, pending = PairStream(data.pairs, **kw), PairStream(data.pairs, degrade=False, **kw)
+    for _ in range(2):
+        raw = next(pending)
+        assert raw.degrade_seed is not None
+        assert raw.batches["sr_x2"].lq is not None  # a stored pair: nothing to degrade
+        assert raw.batches["denoise_g25"].lq is None and raw.batches["sr_any"].lq is None
+        _assert_batches_equal(next(done), degrade_pending(raw, stream_tasks(names), 8, "cpu"))
+
+
+def test_degrade_on_resolves_and_refuses_unknown_places(monkeypatch):
+    from pretrain.recipes import get_recipe
+
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    assert degrade_on_device("device") and not degrade_on_device("workers")
+    assert not degrade_on_device("auto")  # a CPU run: the workers, beside the main process
+    if torch.cuda.is_available():
+        monkeypatch.setenv("DS_ACCELERATOR", "cuda")
+        assert degrade_on_device("auto")
+    with pytest.raises(ValueError, match="degrade_on='gpu'.*auto, workers, device"):
+        degrade_on_device("gpu")
+    with pytest.raises(ValueError, match="degrade_on='gpu'"):
+        get_recipe("smoke", ["degrade_on=gpu"])
+    assert get_recipe("smoke", []).degrade_on == "auto"
+
+
+def _weights(run_dir, step):
+    from safetensors.torch import load_file
+
+    folder = run_dir / "checkpoints" / f"step-{step}"
+    return load_file(str(folder / "model.safetensors")), load_file(str(folder / "ema.safetensors"))
+
+
+def _run(urls, run_dir, degrade_on, resume=None, stop_after=None):
+    from pretrain.recipes import get_recipe
+    from pretrain.train import run_pretraining
+
+    recipe = get_recipe("smoke", [*TINY_OVERRIDES, "tasks=sr_x2,sr_any,denoise_g25,masked", "num_workers=1",
+                                  "steps=6", "ckpt_every=3", "log_every=1", f"degrade_on={degrade_on}"])
+    return run_pretraining(recipe, run_dir=run_dir, data=urls, resume=resume, stop_after=stop_after)
+
+
+def test_on_device_degradation_trains_the_same_run_and_resumes_exactly(gloo, shard_set, tmp_path):  # noqa: F811
+    """A run with ``degrade_on=device`` (a data-loader worker that only crops, the trainer degrading on the CPU
+    device) ends on the same weights as the worker-side run, and a run stopped at step 3 and resumed from its
+    checkpoint ends bit-identical to the uninterrupted one."""
+    urls = shard_set[0]
+    straight = _run(urls, tmp_path / "device", "device")
+    assert straight.step == 6
+    workers = _run(urls, tmp_path / "workers", "workers")
+    for a, b in zip(_weights(tmp_path / "device", 6), _weights(tmp_path / "workers", 6)):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.losses == workers.losses
+
+    stopped = _run(urls, tmp_path / "resumed", "device", stop_after=3)
+    assert stopped.step == 3
+    resumed = _run(urls, tmp_path / "resumed", "device", resume="auto")
+    assert resumed.step == 6
+    for a, b in zip(_weights(tmp_path / "device", 6), _weights(tmp_path / "resumed", 6)):
+        assert a.keys() == b.keys()
+        worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+        assert worst == 0.0, f"the resumed run differs by {worst}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the GPU's generator draws another stream")
+def test_cuda_degradation_draws_the_same_distributions(shard_set):
+    """On CUDA the degradation runs on the GPU from a Philox generator: other numbers than the workers' MT19937,
+    the same distributions (noise sigma, mask ratio, sr_any's query layout), deterministic per (seed, step, rank)."""
+    raw = next(iter(_stream(shard_set[0], degrade=False, batch_size=8)))
+    tasks = stream_tasks(TASKS)
+    cpu = degrade_pending(raw, tasks, 8, "cpu")
+    gpu = degrade_pending(raw, tasks, 8, "cuda")
+    again = degrade_pending(raw, tasks, 8, "cuda")
+    for task in TASKS:
+        for name in FIELDS:
+            x, y, z = (getattr(d.batches[task], name) for d in (cpu, gpu, again))
+            assert (x is None) == (y is None), (task, name)
+            if y is not None:
+                assert y.device.type == "cuda" and y.shape == x.shape and y.dtype == x.dtype, (task, name)
+                assert torch.equal(y, z), (task, name)  # deterministic on the device too
+    noise = (gpu.batches["denoise_g25"].lq - gpu.batches["denoise_g25"].gt).float().std().item()
+    assert abs(noise * 255 - 25) < 1.5, noise * 255
+    assert abs(gpu.batches["masked"].mask.float().mean().item() - tasks["masked"].mask_ratio) < 0.05
