@@ -2,15 +2,19 @@
 ``sr_x2``/``sr_x4`` tails, scored on Set5 and Set14 at x2, x3, x4 and x6, x8 (out of distribution) against bicubic.
 
     DS_ACCELERATOR=cpu nice -n 10 .venv/bin/python tests/benchmarks/bench_sr_any.py [--steps 150] [--limit 2] [--out D]
+    DS_ACCELERATOR=cpu .venv/bin/python tests/benchmarks/bench_sr_any.py --steps 1000 --limit 0 --threads 1  # README
     DS_ACCELERATOR=cpu nice -n 10 .venv/bin/python tests/benchmarks/bench_sr_any.py --memory --out D
 
 - Budget: the same number of optimizer steps for both models (``--steps``), not a wall-clock budget, so the result
   does not depend on the machine's load. Both see 4 HR crops per step: ``sr_any`` 4 patches at scales drawn from
   [1, 4] (LIIF's protocol, scored on ``min(2304, lr_patch**2)`` sampled HR pixels each), the fixed model 2 per tail
   (EDT mode: one body pass for both tasks, each scored on all its pixels). Equal steps are not equal FLOPs.
-- Both run ``finetune``'s ``smoke`` recipe from scratch (``--init none``: edt_tiny, window (4, 8), one head block,
-  AdamW 5e-4 constant) on the shared ImageNet sample; the implicit tail is LTE, narrowed to the tiny body (hidden
-  [64, 64], 64 frequencies) so that scoring every output pixel of Set14 at five scales fits the run.
+- Both run ``finetune``'s ``smoke`` recipe (AdamW 5e-4 constant) on the shared ImageNet sample from the same init:
+  ``make demo``'s multi-task pretrained edt_tiny (``demo-out/work/pretrained``) where it exists, else from scratch
+  (``--init none``: edt_tiny, window (4, 8), one head block); ``--init`` picks another. From the pretrained init
+  the fixed model keeps its pretrained sr_x2/sr_x4 heads and tails, and ``sr_any`` gets a fresh head and tail on
+  the pretrained body. The implicit tail is LTE, narrowed to the tiny body (hidden [64, 64], 64 frequencies) so
+  that scoring every output pixel of Set14 at five scales fits the run.
 - Scores: `tasks.evaluate` (PSNR on Y; integer scales use the benchmarks' stored LR files and ``crop_border = s``,
   as LIIF's benchmark scripts do); bicubic is MATLAB's, on the same pairs. The fixed-tail model has no x3, x6 or x8
   tail: n/a.
@@ -37,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CORPUS = Path(os.environ.get("RESTORE_SHARED", "/work/shared")) / "corpus" / "imagenet-sample"
+DEMO_PRETRAINED = Path(__file__).resolve().parents[2] / "demo-out" / "work" / "pretrained"
 SCALES = (2, 3, 4, 6, 8)
 TRAINED_UP_TO = 4  # sr_any's training range is [1, 4]
 BENCHMARKS = ("Set5", "Set14")
@@ -57,12 +62,24 @@ print(before, peak_rss_mb(), *out.shape[-2:])
 """
 
 
-def train(folder: Path, out: Path, tasks: list[str], batch: int, steps: int, lr_patch: int) -> Path:
-    """``finetune --init none --recipe smoke`` for ``steps`` steps; returns the ``last`` export."""
+def narrowed_init(init: str, out: Path) -> str:
+    """``init`` with a fresh ``sr_any`` head and the narrowed LTE tail on its body, saved to ``out``."""
+    from restore.model import RestorationModel
+
+    model = RestorationModel.from_pretrained(init)
+    model.arch.update(json.loads(ARCH.split("=", 1)[1]))  # the body keys equal the demo's; the implicit keys are new
+    model.add_task("sr_any").keep_tasks(["sr_any"])
+    model.save_pretrained(out)
+    return str(out)
+
+
+def train(init: str, folder: Path, out: Path, tasks: list[str], batch: int, steps: int, lr_patch: int) -> Path:
+    """``finetune --init INIT --recipe smoke`` for ``steps`` steps; returns the ``last`` export."""
     from finetune.cli import main
 
-    code = main(["--init", "none", "--task", *tasks, "--train", str(folder), "--recipe", "smoke", "--out", str(out),
-                 ARCH, f"steps={steps}", f"batch_size={batch}", f"lr_patch={lr_patch}", f"ckpt_every={steps}",
+    arch = [ARCH] if init == "none" else []
+    code = main(["--init", init, "--task", *tasks, "--train", str(folder), "--recipe", "smoke", "--out", str(out),
+                 *arch, f"steps={steps}", f"batch_size={batch}", f"lr_patch={lr_patch}", f"ckpt_every={steps}",
                  "val_every=0", f"log_every={max(1, steps // 4)}"])
     if code != 0:
         raise SystemExit(f"finetune {tasks} failed with exit code {code}")
@@ -112,12 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=150, help="optimizer steps of each model (default 150)")
     p.add_argument("--lr-patch", type=int, default=16, help="LR patch side of both models (default 16)")
-    p.add_argument("--limit", type=int, default=2, help="score the first N images of each benchmark (default 2)")
+    p.add_argument("--limit", type=int, default=2,
+                   help="score the first N images of each benchmark (default 2; 0: every image)")
     p.add_argument("--out", default=None, help="keep the runs in this folder (default: a temporary one)")
     p.add_argument("--memory", action="store_true", help="only measure the 4K inference of --out's sr_any model")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--init", default=str(DEMO_PRETRAINED) if DEMO_PRETRAINED.is_dir() else "none",
+                   help="init of both models (default: make demo's pretrained edt_tiny where it exists, else none)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
+    args.limit = args.limit or None
 
     import torch
 
@@ -138,9 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         for f in sorted(CORPUS.glob("*.JPEG")):
             (folder / f.name).symlink_to(f)
         exports, seconds = {}, {}
-        for name, tasks, batch in (("sr_any", ["sr_any"], 4), ("fixed", ["sr_x2", "sr_x4"], 2)):
+        any_init = args.init if args.init == "none" else narrowed_init(args.init, tmp / "sr_any_init")
+        for name, init, tasks, batch in (("sr_any", any_init, ["sr_any"], 4),
+                                         ("fixed", args.init, ["sr_x2", "sr_x4"], 2)):
             t0 = time.time()
-            exports[name] = train(folder, tmp / name, tasks, batch, args.steps, args.lr_patch)
+            exports[name] = train(init, folder, tmp / name, tasks, batch, args.steps, args.lr_patch)
             seconds[name] = time.time() - t0
         from restore.model import RestorationModel
 
@@ -150,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             results[label] = scores(RestorationModel.from_pretrained(str(exports[name])).eval(), args.limit)
         seconds["eval"] = time.time() - t0
 
-    print(f"\nSet5/Set14 PSNR (Y, dB), {args.steps} steps each, LR patch {args.lr_patch}, 4 HR crops per step"
+    init = "make demo's pretrained edt_tiny" if args.init == str(DEMO_PRETRAINED) else f"--init {args.init}"
+    print(f"\nSet5/Set14 PSNR (Y, dB), from {init}, {args.steps} steps each, LR patch {args.lr_patch}, "
+          "4 HR crops per step"
           f"{f', first {args.limit} images' if args.limit else ''}:\n")
     print(table(results))
     any_label = "sr_any (one LTE tail)"
@@ -159,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f", total {time.time() - started:.0f}")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "steps": args.steps, "lr_patch": args.lr_patch, "limit": args.limit, "seconds": seconds,
+            "init": args.init, "steps": args.steps, "lr_patch": args.lr_patch, "limit": args.limit, "seconds": seconds,
             "psnr": {name: {f"{b} x{s}": v for (b, s), v in got.items()} for name, got in results.items()},
         }, indent=1))
     return 0
