@@ -522,7 +522,7 @@ def shard_data(specs: list[str]) -> str:
 
 def build_stream(specs: list[str], task_names: list[str], *, batch_size: int, lr_patch: int, dn_patch: int,
                  seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
-                 data: TrainingData | None = None, mode: str = "edt", degrade: bool = True,
+                 data: TrainingData | None = None, mode: str = "edt", degrade: bool = True, decode: bool = True,
                  mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH):
     """The training stream for ``specs``: `PairStream` over folders, or `pretrain.data.DataStream` over shards."""
     shard_specs = [s for s in specs if is_shard_spec(s)]
@@ -534,8 +534,9 @@ def build_stream(specs: list[str], task_names: list[str], *, batch_size: int, lr
         return DataStream(
             expand_urls(shard_data(specs)), tuple(task_names), mode=mode, batch_size=batch_size, lr_patch=lr_patch,
             dn_patch=dn_patch, seed=seed, rank=rank, world_size=world_size, num_workers=num_workers, state=state,
-            degrade=degrade, mask_ratio=mask_ratio, mask_patch=mask_patch,
+            degrade=degrade, decode=decode, mask_ratio=mask_ratio, mask_patch=mask_patch,
         )
+    # image folders are decoded by the workers (and cached) whatever ``decode``: only shards decode on the device
     data = data or scan_training_data(specs, task_names, lr_patch=lr_patch, dn_patch=dn_patch)
     return PairStream(data.pairs, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed, rank=rank,
                       world_size=world_size, num_workers=num_workers, state=state,

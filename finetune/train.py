@@ -27,7 +27,7 @@ from finetune.data import DataError, build_stream, is_shard_spec, scan_training_
 from finetune.export import ExportInfo, export_model, metric_key, push_folder
 from finetune.init import InitResult, fit_tasks, load_init
 from pretrain.checkpoint import atomic_write_text, check_resume_dir, check_run_dir, checkpoint_config, run_dir_guard
-from pretrain.data import degrade_on_device
+from pretrain.data import worker_roles
 from pretrain.launch import DistInfo
 from pretrain.recipes import Recipe
 from pretrain.train import resume_point, run_training
@@ -256,8 +256,7 @@ def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportIn
             cfg.train, list(recipe.tasks), batch_size=recipe.batch_size, lr_patch=recipe.lr_patch,
             dn_patch=recipe.dn_patch, seed=recipe.seed, rank=dist.rank, world_size=dist.world_size,
             num_workers=recipe.num_workers, state=state, data=data, mode=recipe.mode,
-            degrade=not degrade_on_device(recipe.degrade_on), mask_ratio=recipe.mask_ratio,
-            mask_patch=recipe.mask_patch)
+            mask_ratio=recipe.mask_ratio, mask_patch=recipe.mask_patch, **worker_roles(recipe.degrade_on, recipe.decode_on))
         return made["stream"]
 
     def make_validator(trainer) -> Validator | None:

@@ -41,6 +41,7 @@ import io
 import logging
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -53,7 +54,7 @@ from restore.model import ARBITRARY_SCALE_TASK
 from tasks.registry import MASK_PATCH, MASK_RATIO, Task, get_task, masked_task
 
 __all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "check_shards", "hr_patch", "task_plan",
-           "stream_tasks", "masked_l1", "degrade_batch", "degrade_pending", "degrade_on_device", "step_generator",
+           "stream_tasks", "masked_l1", "degrade_batch", "degrade_pending", "worker_roles", "PendingCrop", "DECODE_ON", "degrade_on_device", "step_generator",
            "DEGRADE_ON", "SKIP_KINDS", "SR_ANY_QUERIES"]
 
 log = logging.getLogger("pretrain.data")
@@ -64,6 +65,8 @@ _IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
 SR_ANY_QUERIES = 2304
 # where the degradations run (the recipe's degrade_on; `degrade_on_device`)
 DEGRADE_ON = ("auto", "workers", "device")
+# where RGB JPEGs are decoded (the recipe's decode_on): the data-loader workers, or the training device (nvjpeg)
+DECODE_ON = ("workers", "device")
 
 
 @dataclass
@@ -77,15 +80,35 @@ class Batch:
     loss scores, as the model's ``query_points`` takes them; its ``gt`` is then their values (B, Q, 3).
 
     ``lq`` is None while the degradation is pending: ``gt`` then holds the augmented HR crops (B, 3, S, S) that
-    `degrade_pending` turns into the task's batch on the training device.
+    `degrade_pending` turns into the task's batch on the training device. With ``decode_on=device`` ``gt`` is None
+    too and ``crops`` holds the batch's images: a `PendingCrop` per RGB JPEG (decoded on the device), a ready
+    (3, S, S) uint8 patch per other file (decoded by the worker).
     """
 
     lq: torch.Tensor | None
-    gt: torch.Tensor
+    gt: torch.Tensor | None
     task: str
     mask: torch.Tensor | None = None
     coord: torch.Tensor | None = None
     cell: torch.Tensor | None = None
+    crops: list | None = None
+
+    @property
+    def images(self) -> int:
+        return len(self.crops) if self.gt is None else self.gt.shape[0]
+
+
+@dataclass
+class PendingCrop:
+    """An RGB JPEG's bytes and the crop and flips the worker drew for it (``decode_on=device``): `degrade_pending`
+    decodes it on the training device (nvjpeg on CUDA) and cuts it."""
+
+    data: torch.Tensor  # the file's bytes, uint8
+    top: int
+    left: int
+    size: int
+    flips: tuple[int, int, int]  # (horizontal, vertical, transpose), as drawn by `_draw_flips`
+    key: str
 
 
 @dataclass
@@ -101,7 +124,7 @@ class StepData:
 
     @property
     def images(self) -> int:
-        return sum(b.gt.shape[0] for b in self.batches.values())
+        return sum(b.images for b in self.batches.values())
 
     def pin_memory(self) -> "StepData":
         """Page-locked batches (``DataLoader(pin_memory=True)`` calls this in its pinning thread), so that the
@@ -109,7 +132,7 @@ class StepData:
         def pin(v: torch.Tensor | None) -> torch.Tensor | None:
             return None if v is None else v.pin_memory()
 
-        self.batches = {t: Batch(pin(b.lq), pin(b.gt), b.task, pin(b.mask), pin(b.coord), pin(b.cell))
+        self.batches = {t: Batch(pin(b.lq), pin(b.gt), b.task, pin(b.mask), pin(b.coord), pin(b.cell), b.crops)
                         for t, b in self.batches.items()}
         return self
 
@@ -280,9 +303,52 @@ def degrade_pending(data: StepData, tasks: dict[str, Task], lr_patch: int, devic
     for name, b in data.batches.items():
         if b.lq is None:
             # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches (StepData.pin_memory)
-            b = degrade_batch(tasks[name], b.gt.to(device, non_blocking=True), lr_patch, g)
+            gt = _decode_crops(b.crops, device) if b.gt is None else b.gt.to(device, non_blocking=True)
+            b = degrade_batch(tasks[name], gt, lr_patch, g)
         batches[name] = b
     return dataclasses.replace(data, batches=batches, degrade_seed=None)
+
+
+def _decode_crops(crops: list, device: torch.device) -> torch.Tensor:
+    """(B, 3, S, S) float in [0, 1] on ``device`` from a batch's `Batch.crops`: the JPEGs decoded there in one
+    batched call (`torchvision.io.decode_jpeg`, nvjpeg on CUDA), cut and flipped as the worker drew.
+
+    A file whose header read but whose data does not decode (only the device can tell) is replaced by the batch's
+    previous good image (its next for the first), with a warning naming it: the batch keeps its size and the run
+    goes on; deterministic, as it depends only on the data.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    jpegs = [c for c in crops if isinstance(c, PendingCrop)]
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of torchcodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            decoded = decode_jpeg([c.data for c in jpegs], mode=ImageReadMode.RGB, device=device) if jpegs else []
+        except RuntimeError:  # one bad file fails the batched call: decode one by one to find it
+            decoded = []
+            for c in jpegs:
+                try:
+                    decoded.append(decode_jpeg(c.data, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError as err:
+                    log.warning("skipped %s on the device (%s): the batch repeats a neighbouring image", c.key, err)
+                    decoded.append(None)
+    images, patches = iter(decoded), []
+    for c in crops:
+        if not isinstance(c, PendingCrop):
+            patches.append(c.to(device))
+            continue
+        img = next(images)
+        if img is not None and (img.shape[1] < c.top + c.size or img.shape[2] < c.left + c.size):
+            log.warning("skipped %s on the device: it decoded to %s, smaller than its header", c.key, tuple(img.shape))
+            img = None
+        patches.append(None if img is None else _apply_flips(img[:, c.top : c.top + c.size,
+                                                                  c.left : c.left + c.size], c.flips))
+    good = [i for i, p in enumerate(patches) if p is not None]
+    if not good:
+        raise RuntimeError(f"no image of a batch of {len(crops)} decoded on {device}: check the shards")
+    patches = [p if p is not None else patches[max((j for j in good if j < i), default=good[0])]
+               for i, p in enumerate(patches)]
+    return torch.stack(patches).float().div_(255.0)
 
 
 def degrade_on_device(setting: str) -> bool:
@@ -297,6 +363,13 @@ def degrade_on_device(setting: str) -> bool:
     if setting == "auto":
         return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") == "cuda"
     return setting == "device"
+
+
+def worker_roles(degrade_on: str, decode_on: str = "workers") -> dict[str, bool]:
+    """The streams' ``degrade`` and ``decode`` arguments for a recipe's ``degrade_on`` and ``decode_on``: what the
+    data-loader workers do (decoding on the device takes the degradation there too)."""
+    decode = decode_on == "workers"
+    return {"degrade": decode and not degrade_on_device(degrade_on), "decode": decode}
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -378,20 +451,76 @@ class _Reader:
 
 
 def _decode(sample: dict[str, Any]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from the first image member; grayscale, CMYK and palette images are converted."""
+    """(H, W, 3) uint8 RGB of the whole first image member (grayscale, CMYK and palette images converted)."""
+    return _decode_crop(sample, 0, None)[0].permute(1, 2, 0).numpy()
+
+
+def _jpeg_rgb(data: bytes) -> torch.Tensor:
+    """(3, H, W) uint8 of an RGB JPEG through torchvision's libjpeg-turbo: 1.2x PIL's rate, and the same pixels
+    (all 316 images of the shared ImageNet sample: `tests/benchmarks/bench_decode.py`)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of torchcodec; still libjpeg
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+
+def _decode_crop(sample: dict[str, Any], size: int, g: torch.Generator | None,
+                 defer: bool = False) -> tuple[torch.Tensor | PendingCrop | None, tuple]:
+    """A random ``size`` x ``size`` crop of the first image member as (3, size, size) uint8 RGB (the whole image for
+    ``g`` None), and the image's (height, width); (None, (h, w)) for an image smaller than ``size``.
+
+    The size comes from the header, so a small image is skipped undecoded. RGB JPEGs (nearly all of ImageNet) are
+    decoded by torchvision; every other file (grayscale, CMYK, PNG, ...) by PIL, converted to RGB, where only the
+    crop becomes an array. The crop position is drawn from ``g`` after the pixels decoded, so a corrupt file raises
+    before any draw, as when the whole image was decoded first: the same draws and the same pixels as before.
+    ``defer``: an RGB JPEG is not decoded here; a `PendingCrop` (flips still to set) carries its bytes and the
+    drawn position to the training device.
+    """
     from PIL import Image
 
-    with Image.open(io.BytesIO(_image_bytes(sample))) as im:
-        return np.asarray(im.convert("RGB"))
+    data = _image_bytes(sample)
+    with Image.open(io.BytesIO(data)) as im:
+        hw = (im.height, im.width)
+        if min(hw) < size:
+            return None, hw
+        if im.format == "JPEG" and im.mode == "RGB" and defer and g is not None:
+            top = int(torch.randint(0, hw[0] - size + 1, (1,), generator=g))
+            left = int(torch.randint(0, hw[1] - size + 1, (1,), generator=g))
+            return PendingCrop(torch.frombuffer(bytearray(data), dtype=torch.uint8), top, left, size, (0, 0, 0),
+                               str(sample.get("__key__"))), hw
+        if im.format == "JPEG" and im.mode == "RGB":
+            chw = _jpeg_rgb(data)
+            if tuple(chw.shape[1:]) != hw:  # never seen; refuse rather than crop the wrong frame
+                raise ValueError(f"decoded {tuple(chw.shape[1:])} from a header of {hw}")
+            rgb = None
+        else:
+            im.load()  # a truncated or corrupt file raises here, before any draw
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+        if g is None:
+            top, left, side = 0, 0, None
+        else:
+            top = int(torch.randint(0, hw[0] - size + 1, (1,), generator=g))
+            left = int(torch.randint(0, hw[1] - size + 1, (1,), generator=g))
+            side = size
+        if rgb is None:
+            if side is None:
+                return chw, hw
+            return chw[:, top : top + side, left : left + side].contiguous(), hw
+        if side is not None:
+            rgb = rgb.crop((left, top, left + side, top + side))
+        return torch.from_numpy(np.array(rgb)).permute(2, 0, 1), hw
 
 
-def _crop_augment(img: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
-    """A random ``size`` x ``size`` crop with random flips and 90-degree rotation -> (3, size, size) uint8."""
-    h, w = img.shape[:2]
-    top = int(torch.randint(0, h - size + 1, (1,), generator=g))
-    left = int(torch.randint(0, w - size + 1, (1,), generator=g))
-    patch = torch.from_numpy(img[top : top + size, left : left + size].copy()).permute(2, 0, 1)  # PIL arrays are read-only
+def _draw_flips(g: torch.Generator) -> tuple[int, int, int]:
+    """Random (horizontal flip, vertical flip, 90-degree rotation) of one crop."""
     hflip, vflip, rot = (int(v) for v in torch.randint(0, 2, (3,), generator=g))
+    return hflip, vflip, rot
+
+
+def _apply_flips(patch: torch.Tensor, flips: tuple[int, int, int]) -> torch.Tensor:
+    """The flips and rotation of `_draw_flips` applied to a (3, S, S) crop."""
+    hflip, vflip, rot = flips
     if hflip:
         patch = patch.flip(-1)
     if vflip:
@@ -417,14 +546,18 @@ class ShardStream(IterableDataset):
         positions: saved positions per sub-stream (from `DataStream.state_dict`), or None to start fresh.
         mask_ratio, mask_patch: the masked task's mask (`tasks.degradations.random_mask`).
         degrade: degrade in the stream (the workers); False leaves it pending for the trainer (`degrade_pending`).
+        decode: decode every image in the stream; False leaves RGB JPEGs to the trainer's device (``decode_on=device``;
+            needs ``degrade=False``).
     """
 
     def __init__(
         self, urls: list[str], tasks: tuple[str, ...], *, mode: str = "edt", batch_size: int = 4, lr_patch: int = 48,
         dn_patch: int = 192, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
         start_step: int = 0, positions: dict[int, dict] | None = None, mask_ratio: float = MASK_RATIO,
-        mask_patch: int = MASK_PATCH, degrade: bool = True,
+        mask_patch: int = MASK_PATCH, degrade: bool = True, decode: bool = True,
     ):
+        if not decode and degrade:
+            raise ValueError("decoding on the device needs the degradation there too: pass degrade=False")
         if isinstance(urls, str):  # list("a.tar") would be five shards named by letter
             raise TypeError("ShardStream takes a list of shard URLs; expand a spec with `expand_urls` first")
         self.urls, self.tasks, self.mode = list(urls), tuple(tasks), mode
@@ -434,7 +567,7 @@ class ShardStream(IterableDataset):
         self.n_sub = max(1, num_workers)
         self.start_step = start_step
         self.positions = {int(k): v for k, v in (positions or {}).items()}
-        self.degrade = degrade
+        self.degrade, self.decode = degrade, decode
 
     def hr_patch(self, task: str) -> int:
         return hr_patch(task, self.lr_patch, self.dn_patch)
@@ -456,18 +589,25 @@ class ShardStream(IterableDataset):
                 while len(patches) < self.batch_size:
                     sample = next(records)
                     try:
-                        img = _decode(sample)
+                        crop, (h, w) = _decode_crop(sample, size, g, defer=not self.decode)
                     except Exception as err:  # any decoder error means a bad record, never a dead run
                         reader.skip("corrupt", f"{sample.get('__url__')}:{sample.get('__key__')}: {err}")
                         continue
-                    if min(img.shape[:2]) < size:
-                        reader.skip("small", f"{sample.get('__key__')} is {img.shape[1]}x{img.shape[0]} < {size}")
+                    if crop is None:
+                        reader.skip("small", f"{sample.get('__key__')} is {w}x{h} < {size}")
                         continue
                     reader.used_in_epoch += 1
                     keys.append(f"{sample.get('__url__')}:{sample.get('__key__')}")
-                    patches.append(_crop_augment(img, size, g))
-                gt = torch.stack(patches).float().div_(255.0)  # (B, 3, S, S)
-                batches[task] = Batch(lq=None, gt=gt, task=task)
+                    flips = _draw_flips(g)
+                    if isinstance(crop, PendingCrop):
+                        crop.flips = flips
+                        patches.append(crop)
+                    else:
+                        patches.append(_apply_flips(crop, flips))
+                if self.decode:
+                    batches[task] = Batch(lq=None, gt=torch.stack(patches).float().div_(255.0), task=task)  # (B,3,S,S)
+                else:
+                    batches[task] = Batch(lq=None, gt=None, task=task, crops=patches)
             data = StepData(step=step, batches=batches, stream=sub, position=reader.position(), keys=keys,
                             degrade_seed=degrade_seed(self.seed, step, self.rank))
             yield degrade_pending(data, self.task_objs, self.lr_patch, "cpu") if self.degrade else data
@@ -485,7 +625,7 @@ class DataStream:
     def __init__(
         self, urls: list[str], tasks: tuple[str, ...], *, mode: str, batch_size: int, lr_patch: int,
         dn_patch: int, seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
-        mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH, degrade: bool = True,
+        mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH, degrade: bool = True, decode: bool = True,
     ):
         state = state or {}
         n_streams = world_size * max(1, num_workers)
@@ -509,7 +649,7 @@ class DataStream:
         self.dataset = ShardStream(
             urls, tasks, mode=mode, batch_size=batch_size, lr_patch=lr_patch, dn_patch=dn_patch, seed=seed,
             rank=rank, world_size=world_size, num_workers=num_workers, start_step=self.step,
-            positions=self.positions, mask_ratio=mask_ratio, mask_patch=mask_patch, degrade=degrade,
+            positions=self.positions, mask_ratio=mask_ratio, mask_patch=mask_patch, degrade=degrade, decode=decode,
         )
         self.loader = DataLoader(
             self.dataset, batch_size=None, num_workers=num_workers, persistent_workers=False,

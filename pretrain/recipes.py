@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pretrain.data import DEGRADE_ON
+from pretrain.data import DECODE_ON, DEGRADE_ON
 from tasks.degradations import check_mask_options
 from tasks.registry import MASK_PATCH, MASK_RATIO
 
@@ -45,7 +45,8 @@ class Recipe:
             ``num_workers`` (data loader processes per rank), ``task_weights`` (loss weight per task, empty = 1),
             ``degrade_on`` (where the degradations run: ``"workers"`` (CPU data-loader processes), ``"device"``
             (the training device, inside the step) or ``"auto"``: the device on CUDA, the workers otherwise;
-            `pretrain.data.degrade_on_device`).
+            `pretrain.data.degrade_on_device`), ``decode_on`` (where shards' RGB JPEGs are decoded: ``"workers"``,
+            or ``"device"``: batched on the training device, nvjpeg on CUDA, with the degradation there too).
         optimisation: ``steps``, ``lr``, ``betas``, ``weight_decay``, ``warmup_steps``, ``schedule``
             (``"cosine"`` or ``"multistep"``), ``milestones``, ``gamma``, ``min_lr`` (cosine floor), ``grad_accum``,
             ``grad_clip`` (0 = off), ``ema`` (decay, 0 = off), ``contrastive_weight`` (IPT's SupCon term, 0 = off).
@@ -105,11 +106,17 @@ class Recipe:
     mask_ratio: float = MASK_RATIO
     mask_patch: int = MASK_PATCH
     degrade_on: str = "auto"
+    decode_on: str = "workers"
 
     def __post_init__(self) -> None:
         check_mask_options(self.mask_ratio, self.mask_patch)
         if self.degrade_on not in DEGRADE_ON:
             raise ValueError(f"degrade_on={self.degrade_on!r}: use one of {', '.join(DEGRADE_ON)}")
+        if self.decode_on not in DECODE_ON:
+            raise ValueError(f"decode_on={self.decode_on!r}: use one of {', '.join(DECODE_ON)}")
+        if self.decode_on == "device" and self.degrade_on == "workers":
+            raise ValueError("decode_on=device decodes on the training device, so the degradation runs there too: "
+                             "set degrade_on=device (or auto), or decode_on=workers")
         if self.mode not in ("edt", "ipt"):
             raise ValueError(f"mode={self.mode!r}: use 'edt' (all tasks per step) or 'ipt' (one task per step)")
         if self.schedule not in ("cosine", "multistep"):

@@ -19,7 +19,7 @@ from torch import nn
 from pretrain.checkpoint import (
     atomic_write_text, checkpoint_config, latest_checkpoint, load_checkpoint, remove_incomplete,
 )
-from pretrain.data import DataStream, StepData, degrade_on_device, expand_urls
+from pretrain.data import DataStream, StepData, expand_urls, worker_roles
 from pretrain.launch import DistInfo, init_distributed, setup_single_rank_env
 from pretrain.loop import LoopResult, train_loop
 from pretrain.recipes import Recipe
@@ -232,7 +232,7 @@ def run_pretraining(
             urls, recipe.tasks, mode=recipe.mode, batch_size=recipe.batch_size, lr_patch=recipe.lr_patch,
             dn_patch=recipe.dn_patch, seed=recipe.seed, rank=info.rank, world_size=info.world_size,
             num_workers=recipe.num_workers, state=state, mask_ratio=recipe.mask_ratio, mask_patch=recipe.mask_patch,
-            degrade=not degrade_on_device(recipe.degrade_on),
+            **worker_roles(recipe.degrade_on, recipe.decode_on),
         )
 
     if on_validate is None and recipe.val:

@@ -8,7 +8,9 @@ imresize rows alternate ours / basicsr on the same image (float64, the exact pat
 Pipeline rows: samples per second per core (``torch.set_num_threads(1)``, ``num_workers=0``) of the full
 EDT-recipe stream (decode, crop, degrade, batch) from webdataset shards of the shared ImageNet sample, against the
 same stream with the degradation replaced by identity (decode + crop + batch only), as `bench_pretrain.py` does;
-its ratio is the share of that rate kept with degradations (< 1 by construction).
+its ratio is the share of that rate kept with degradations (< 1 by construction). A second row per task set is
+the worker of ``degrade_on=device`` (decode, crop, batch; the degradation runs on the training device), a third the
+worker of ``decode_on=device`` (the JPEGs are decoded on the device too).
 """
 
 from __future__ import annotations
@@ -61,11 +63,22 @@ def pipeline_rows(images: int, samples: int) -> list[Row]:
         urls = bench_pretrain.build(Path(d), images)
         for name, task_names in (("sr_x2,sr_x3,sr_x4 (LR 48)", ("sr_x2", "sr_x3", "sr_x4")),
                                  ("denoise_g25 (192)", ("denoise_g25",)), ("derain (192)", ("derain",))):
-            ref = bench_pretrain.stream_rate(urls, task_names, False, samples)
-            ours = bench_pretrain.stream_rate(urls, task_names, True, samples)
-            rows.append(Row("data pipeline (CPU, 1 thread)", f"shard stream {name}: decode, crop, degrade, batch",
-                            ours, ref, "samples/s/core", ours / ref, reference_name="same without degradation",
-                            note="share of the decode+crop rate kept", machine=machine()))
+            ref = bench_pretrain.stream_rate(urls, task_names, "none", samples)
+            ours = bench_pretrain.stream_rate(urls, task_names, "workers", samples)
+            device = bench_pretrain.stream_rate(urls, task_names, "device", samples)
+            rows.append(Row("data pipeline (CPU, 1 thread)", f"shard stream {name}: decode, crop, degrade, batch "
+                            "(degrade_on=workers)", ours, ref, "samples/s/core", ours / ref,
+                            reference_name="same without degradation", note="share of the decode+crop rate kept",
+                            machine=machine()))
+            rows.append(Row("data pipeline (CPU, 1 thread)", f"shard stream {name}: decode, crop, batch; degradation "
+                            "on the training device (degrade_on=device)", device, ref, "samples/s/core", device / ref,
+                            reference_name="same without degradation",
+                            note="the worker's share; the device degrades inside the step", machine=machine()))
+            decode = bench_pretrain.stream_rate(urls, task_names, "decode", samples)
+            rows.append(Row("data pipeline (CPU, 1 thread)", f"shard stream {name}: read, crop draws, batch; JPEG "
+                            "decoding and degradation on the training device (decode_on=device)", decode, ref,
+                            "samples/s/core", decode / ref, reference_name="same without degradation",
+                            note="the worker's share; the device decodes (nvjpeg) and degrades", machine=machine()))
     return rows
 
 

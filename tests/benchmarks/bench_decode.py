@@ -6,7 +6,8 @@ Issue 17 item 2. Each decoder turns the in-memory bytes of every JPEG of the cor
 a 192x192 crop (the pipeline's largest GT patch, SR x4 at 48x48 LR), as `pretrain.data._decode` + `_crop_augment` do
 with PIL today. The decoders run alternating over the whole corpus in one process (`common.alternate`, median of the
 repeats), one thread (per-core rates). Rows: images/s per core, ratio = ours / PIL (> 1: faster than PIL). Then the
-pixel check: per decoder, how many images decode to exactly PIL's pixels, and the largest difference where not.
+pixel check: per decoder, how many images decode to exactly PIL's pixels, and the largest difference where not. The
+first row is the stream's own path (`pretrain.data._decode_crop`): PIL, with only the crop turned into an array.
 """
 
 from __future__ import annotations
@@ -26,8 +27,19 @@ CROP = 192
 def _pil(data: bytes) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:  # the training stream's decode (pretrain.data._decode)
+    with Image.open(io.BytesIO(data)) as im:  # the training stream's decode before crop-first (the reference)
         return np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+
+
+def _pil_crop_first(data: bytes) -> torch.Tensor:
+    """The training stream's decode + crop (`pretrain.data._decode_crop`): only the crop becomes an array."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        rgb = im if im.mode == "RGB" else im.convert("RGB")
+        top, left = (rgb.height - CROP) // 2, (rgb.width - CROP) // 2
+        return torch.from_numpy(np.array(rgb.crop((left, top, left + CROP, top + CROP)))).permute(2, 0, 1)
 
 
 def _torchvision(data: bytes) -> np.ndarray:
@@ -43,6 +55,7 @@ def _opencv(data: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
 
 
+CROP_FIRST = "PIL, crop before the array (the training stream)"
 DECODERS = {"PIL": _pil, "torchvision.io.decode_jpeg": _torchvision, "cv2.imdecode": _opencv}
 
 
@@ -67,8 +80,14 @@ def main(argv: list[str] | None = None) -> None:
     blobs = [q.read_bytes() for q in paths]
     blobs = [b for b in blobs if min(_pil(b).shape[1:]) >= CROP]  # the stream skips images smaller than the patch
     fns = {name: (lambda fn=fn: [_crop(fn(b)) for b in blobs]) for name, fn in DECODERS.items()}
+    fns[CROP_FIRST] = lambda: [_pil_crop_first(b) for b in blobs]
     t = alternate(fns, repeats=args.repeats)
     rows = []
+    same = sum(torch.equal(_pil_crop_first(b), _crop(_pil(b))) for b in blobs)
+    rate, ref_rate = len(blobs) / t[CROP_FIRST], len(blobs) / t["PIL"]
+    rows.append(Row("data pipeline (CPU, 1 thread)", f"JPEG decode + {CROP}x{CROP} crop, {CROP_FIRST}", rate, ref_rate,
+                    "images/s", rate / ref_rate, reference_name="PIL, whole image to an array, then the crop",
+                    note=f"crops equal on {same}/{len(blobs)} images", machine=machine()))
     reference = [_pil(b) for b in blobs]
     for name, fn in DECODERS.items():
         rate, ref_rate = len(blobs) / t[name], len(blobs) / t["PIL"]

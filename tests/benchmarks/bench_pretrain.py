@@ -4,8 +4,11 @@
 
 1. Shards are built from the shared ImageNet sample (real JPEG sizes). One core (``torch.set_num_threads(1)``,
    ``num_workers=0``) then runs the stream with the EDT-B recipe's patches (LR 48 for SR, 192 for denoise/derain):
-   the reference is decode + crop + flips only (identity degradation), then the real degradations. Ratios are
-   against that reference in the same process.
+   the reference is decode + crop + flips only (identity degradation), then the real degradations in the worker
+   (``degrade_on=workers``), then the worker of ``degrade_on=device`` (decode + crop + flips, the batch left
+   pending), then the worker of ``decode_on=device`` (shard reading, JPEG headers and the crop draws only) and,
+   apart, the device's side (`pretrain.data.degrade_pending` on this CPU; on a GPU in `gpu.sh`).
+   Ratios are against the reference in the same process.
 2. The smoke recipe trains in this process as one DeepSpeed rank (ZeRO-2, fp32) on the same shards; the reference is
    a plain PyTorch AdamW loop on one pre-made batch (no data loading, no DeepSpeed).
 """
@@ -44,11 +47,17 @@ def build(tmp: Path, n: int) -> list[str]:
     return s.shards
 
 
-def stream_rate(urls: list[str], tasks: tuple[str, ...], degrade: bool, samples: int) -> float:
+def stream_rate(urls: list[str], tasks: tuple[str, ...], where: str, samples: int) -> float:
+    """Samples/s of one worker's stream (this process, one core) with the degradation ``where``: ``"workers"``
+    (degraded in the stream: ``degrade_on=workers``), ``"device"`` (left pending for the trainer's device:
+    ``degrade_on=device``, so the worker decodes, crops and augments only), ``"decode"`` (``decode_on=device``:
+    the worker reads the shard, the headers and draws the crops; the device decodes and degrades) or ``"none"``
+    (the reference: the worker-side stream with each degradation replaced by identity)."""
     from pretrain.data import ShardStream
 
-    ds = ShardStream(urls, tasks, mode="edt", batch_size=4, lr_patch=48, dn_patch=192, seed=0)
-    if not degrade:
+    ds = ShardStream(urls, tasks, mode="edt", batch_size=4, lr_patch=48, dn_patch=192, seed=0,
+                     degrade=where in ("workers", "none"), decode=where != "decode")
+    if where == "none":
         for t in ds.task_objs:  # reference: the same pipeline with the degradation replaced by identity
             object.__setattr__(ds.task_objs[t], "degrade", lambda hr, generator=None: hr)
     it = iter(ds)
@@ -56,6 +65,24 @@ def stream_rate(urls: list[str], tasks: tuple[str, ...], degrade: bool, samples:
     t, n = time.perf_counter(), 0
     while n < samples:
         n += next(it).images
+    return n / (time.perf_counter() - t)
+
+
+def device_degrade_rate(urls: list[str], tasks: tuple[str, ...], samples: int, device: str = "cpu") -> float:
+    """Samples/s of the trainer's side of ``degrade_on=device``: `degrade_pending` of pre-read pending batches on
+    ``device`` (synchronised per batch on CUDA), the worker's decode and crop excluded."""
+    from pretrain.data import ShardStream, degrade_pending
+
+    ds = ShardStream(urls, tasks, mode="edt", batch_size=4, lr_patch=48, dn_patch=192, seed=0, degrade=False)
+    it = iter(ds)
+    pending = [next(it) for _ in range(max(2, samples // (4 * len(tasks))))]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    degrade_pending(pending[0], ds.task_objs, 48, device)  # warm-up: kernels, imresize weight tables
+    sync()
+    t, n = time.perf_counter(), 0
+    for data in pending:
+        n += degrade_pending(data, ds.task_objs, 48, device).images
+    sync()
     return n / (time.perf_counter() - t)
 
 
@@ -112,12 +139,17 @@ def main() -> None:
         for name, tasks in (("sr_x2,sr_x3,sr_x4 (LR 48)", ("sr_x2", "sr_x3", "sr_x4")),
                             ("denoise_g25 (192)", ("denoise_g25",)),
                             ("derain (192)", ("derain",))):
-            ref = stream_rate(urls, tasks, False, args.samples)
-            deg = stream_rate(urls, tasks, True, args.samples)
-            rows.append((name, ref, deg))
-        print("\n| tasks | decode+crop samples/s/core (ref) | with degradation | ratio |\n|---|---|---|---|")
-        for name, ref, deg in rows:
-            print(f"| {name} | {ref:.1f} | {deg:.1f} | {deg / ref:.2f} |")
+            ref = stream_rate(urls, tasks, "none", args.samples)
+            deg = stream_rate(urls, tasks, "workers", args.samples)
+            dev = stream_rate(urls, tasks, "device", args.samples)
+            dec = stream_rate(urls, tasks, "decode", args.samples)
+            rows.append((name, ref, deg, dev, dec, device_degrade_rate(urls, tasks, args.samples)))
+        print("\n| tasks | decode+crop samples/s/core (ref) | degradation in the workers | ratio | degradation on "
+              "the device: the workers' rate | ratio | decoding on the device too: the workers' rate | ratio | the "
+              "device's degradation rate (this CPU) |\n|---|---|---|---|---|---|---|---|---|")
+        for name, ref, deg, dev, dec, on_dev in rows:
+            print(f"| {name} | {ref:.1f} | {deg:.1f} | {deg / ref:.2f} | {dev:.1f} | {dev / ref:.2f} | {dec:.1f} | "
+                  f"{dec / ref:.2f} | {on_dev:.1f} |")
         plain, engine = train_rates(urls, args.steps)
         print("\n| smoke recipe training (1 rank, 1 thread) | images/s | ratio |\n|---|---|---|")
         print(f"| plain PyTorch AdamW, one pre-made batch (ref) | {plain:.1f} | 1.00 |")

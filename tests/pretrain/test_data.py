@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from pretrain.data import DataStream, _decode, expand_urls, task_plan
+from pretrain.data import DataStream, _decode, _decode_crop, expand_urls, task_plan
 
 TASKS = ("sr_x2", "sr_x4", "denoise_g25", "derain")
 
@@ -95,6 +96,36 @@ def test_decode_converts_every_mode_to_rgb():
         assert arr.shape == (7, 9, 3) and arr.dtype.name == "uint8"
     with pytest.raises(ValueError, match="no image member"):
         _decode({"txt": b"x", "__key__": "k"})
+
+
+def test_decode_crop_equals_a_crop_of_the_whole_image():
+    """The stream decodes RGB JPEGs with torchvision and crops before any full-image array: the same pixels and the
+    same generator draws as PIL's whole image cropped afterwards; small images are skipped from their header."""
+    from tests.shared import CORPUS
+
+    files = sorted(CORPUS.glob("*.JPEG"))[:6]
+    if not files:
+        pytest.skip(f"the shared corpus {CORPUS} is missing")
+    blobs = [f.read_bytes() for f in files]
+    for mode in ("L", "CMYK"):  # the PIL path
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(blobs[0])).convert(mode).save(buf, format="JPEG")
+        blobs.append(buf.getvalue())
+    for data in blobs:
+        with Image.open(io.BytesIO(data)) as im:
+            whole = np.asarray(im.convert("RGB"))
+        g, ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        crop, hw = _decode_crop({"jpg": data}, 48, g)
+        top = int(torch.randint(0, hw[0] - 48 + 1, (1,), generator=ref))
+        left = int(torch.randint(0, hw[1] - 48 + 1, (1,), generator=ref))
+        assert hw == whole.shape[:2]
+        assert torch.equal(crop, torch.from_numpy(whole[top : top + 48, left : left + 48].copy()).permute(2, 0, 1))
+        assert torch.equal(g.get_state(), ref.get_state())  # no other draw
+        assert np.array_equal(_decode({"jpg": data}), whole)
+    truncated = {"jpg": blobs[0][: len(blobs[0]) // 2]}
+    with pytest.raises(Exception, match="truncated"):
+        _decode_crop(truncated, 48, torch.Generator())
+    assert _decode_crop(truncated, 10_000, torch.Generator())[0] is None  # too small: never decoded
 
 
 def test_expand_urls_and_pipe(shard_set, tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretrain.data import ShardStream, expand_urls, degrade_on_device, degrade_pending, stream_tasks
+from pretrain.data import ShardStream, expand_urls, worker_roles, degrade_on_device, degrade_pending, stream_tasks
 from tests.pretrain.helpers import TINY_OVERRIDES
 from tests.pretrain.test_gpu_paths import gloo  # noqa: F401 - fixture
 
@@ -22,7 +22,7 @@ FIELDS = ("lq", "gt", "mask", "coord", "cell")
 
 def _stream(urls, degrade: bool, **kw) -> ShardStream:
     args = dict(mode="edt", batch_size=2, lr_patch=8, dn_patch=16, seed=3, rank=1, world_size=2) | kw
-    return ShardStream(expand_urls(urls), TASKS, degrade=degrade, **args)
+    return ShardStream(expand_urls(urls) if isinstance(urls, str) else urls, TASKS, degrade=degrade, **args)
 
 
 def _assert_batches_equal(a, b) -> None:
@@ -59,6 +59,66 @@ def test_device_degradation_equals_the_workers(shard_set):
             if want is not None:
                 assert torch.equal(raw.batches[task].gt, want), task
         _assert_batches_equal(w, degrade_pending(raw, tasks, 8, torch.device("cpu")))
+
+
+def test_device_decoding_equals_the_workers(shard_set):
+    """``decode_on=device``: the workers pass RGB JPEGs on undecoded with their drawn crop and flips, decode the
+    other files (grayscale, CMYK, PNG) themselves; decoded and degraded on a CPU device, the batches are the
+    workers' bit for bit."""
+    workers, device = iter(_stream(shard_set[0], degrade=True)), iter(_stream(shard_set[0], False, decode=False))
+    tasks, kinds = stream_tasks(TASKS), set()
+    for _ in range(8):
+        w, raw = next(workers), next(device)
+        for b in raw.batches.values():
+            assert b.gt is None and b.lq is None and len(b.crops) == 2
+            kinds |= {type(c).__name__ for c in b.crops}
+        assert raw.images == w.images
+        _assert_batches_equal(w, degrade_pending(raw, tasks, 8, "cpu"))
+    assert kinds == {"PendingCrop", "Tensor"}  # both kinds of file met: JPEGs for the device, the rest decoded
+    with pytest.raises(ValueError, match="degrade=False"):
+        _stream(shard_set[0], degrade=True, decode=False)
+
+
+def _tar(path, members):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_a_jpeg_only_the_device_finds_corrupt_is_replaced_not_fatal(tmp_path, caplog):
+    """A JPEG with a good header and broken data passes the worker (which no longer decodes it); the device's
+    decode fails on it, and the batch repeats a neighbouring image with a warning naming the file."""
+    import io
+
+    from PIL import Image
+
+    def jpeg(seed):
+        g = torch.Generator().manual_seed(seed)
+        arr = (torch.rand(40, 40, 3, generator=g) * 255).to(torch.uint8).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+        return buf.getvalue()
+
+    good, bad = jpeg(0), jpeg(1)
+    broken = bad[:len(bad) // 2]  # the header (size, mode) reads; the scan data ends early
+    url = _tar(tmp_path / "t.tar", [("a.jpg", good), ("b.jpg", broken), ("c.jpg", jpeg(2)), ("d.jpg", jpeg(3))])
+    stream = ShardStream([url], ("denoise_g25",), batch_size=4, dn_patch=16, degrade=False, decode=False)
+    raw = next(iter(stream))
+    assert len(raw.batches["denoise_g25"].crops) == 4
+    with caplog.at_level("WARNING", logger="pretrain.data"):
+        out = degrade_pending(raw, stream_tasks(("denoise_g25",)), 8, "cpu").batches["denoise_g25"]
+    assert out.gt.shape == (4, 3, 16, 16) and out.lq.shape == (4, 3, 16, 16)
+    assert torch.equal(out.gt[1], out.gt[0])  # b.jpg repeats a.jpg's patch
+    assert any("b" in r.getMessage() and "on the device" in r.getMessage() for r in caplog.records)
+    # in the workers the same file is a counted skip, as before
+    worker = next(iter(ShardStream([url], ("denoise_g25",), batch_size=3, dn_patch=16)))
+    assert worker.position["skips"]["corrupt"] == 1
 
 
 def test_finetune_stream_defers_only_the_on_the_fly_pairs(tmp_path):
@@ -100,7 +160,13 @@ def test_degrade_on_resolves_and_refuses_unknown_places(monkeypatch):
         degrade_on_device("gpu")
     with pytest.raises(ValueError, match="degrade_on='gpu'"):
         get_recipe("smoke", ["degrade_on=gpu"])
-    assert get_recipe("smoke", []).degrade_on == "auto"
+    assert get_recipe("smoke", []).degrade_on == "auto" and get_recipe("smoke", []).decode_on == "workers"
+    with pytest.raises(ValueError, match="decode_on=device.*degrade_on=device"):
+        get_recipe("smoke", ["decode_on=device", "degrade_on=workers"])
+    with pytest.raises(ValueError, match="decode_on='cuda'"):
+        get_recipe("smoke", ["decode_on=cuda"])
+    assert worker_roles("auto", "device") == {"degrade": False, "decode": False}  # on a CPU run too
+    assert worker_roles("auto") == {"degrade": True, "decode": True}
 
 
 def _weights(run_dir, step):
@@ -110,12 +176,13 @@ def _weights(run_dir, step):
     return load_file(str(folder / "model.safetensors")), load_file(str(folder / "ema.safetensors"))
 
 
-def _run(urls, run_dir, degrade_on, resume=None, stop_after=None):
+def _run(urls, run_dir, degrade_on, resume=None, stop_after=None, decode_on="workers"):
     from pretrain.recipes import get_recipe
     from pretrain.train import run_pretraining
 
     recipe = get_recipe("smoke", [*TINY_OVERRIDES, "tasks=sr_x2,sr_any,denoise_g25,masked", "num_workers=1",
-                                  "steps=6", "ckpt_every=3", "log_every=1", f"degrade_on={degrade_on}"])
+                                  "steps=6", "ckpt_every=3", "log_every=1", f"degrade_on={degrade_on}",
+                                  f"decode_on={decode_on}"])
     return run_pretraining(recipe, run_dir=run_dir, data=urls, resume=resume, stop_after=stop_after)
 
 
@@ -130,6 +197,10 @@ def test_on_device_degradation_trains_the_same_run_and_resumes_exactly(gloo, sha
     for a, b in zip(_weights(tmp_path / "device", 6), _weights(tmp_path / "workers", 6)):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert straight.losses == workers.losses
+    decoded = _run(urls, tmp_path / "decode", "device", decode_on="device")  # the JPEGs decoded by the trainer too
+    for a, b in zip(_weights(tmp_path / "decode", 6), _weights(tmp_path / "workers", 6)):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert decoded.losses == workers.losses
 
     stopped = _run(urls, tmp_path / "resumed", "device", stop_after=3)
     assert stopped.step == 3
@@ -160,3 +231,17 @@ def test_cuda_degradation_draws_the_same_distributions(shard_set):
     noise = (gpu.batches["denoise_g25"].lq - gpu.batches["denoise_g25"].gt).float().std().item()
     assert abs(noise * 255 - 25) < 1.5, noise * 255
     assert abs(gpu.batches["masked"].mask.float().mean().item() - tasks["masked"].mask_ratio) < 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: nvjpeg decodes on the GPU")
+def test_cuda_decoding_is_close_to_libjpeg(shard_set):
+    """``decode_on=device`` on CUDA: nvjpeg's pixels against the workers' libjpeg-turbo ones, same crops."""
+    raw = next(iter(_stream(shard_set[0], degrade=False, decode=False, batch_size=8)))
+    tasks = stream_tasks(TASKS)
+    cpu, gpu = degrade_pending(raw, tasks, 8, "cpu"), degrade_pending(raw, tasks, 8, "cuda")
+    for task in TASKS:
+        if task == "sr_any":  # its gt is a draw of query points, not the crop
+            continue
+        diff = (gpu.batches[task].gt.cpu() - cpu.batches[task].gt).abs()
+        print(f"{task}: nvjpeg vs libjpeg crops, max {float(diff.max()) * 255:.0f}/255, mean {float(diff.mean()) * 255:.3f}/255")
+        assert float(diff.mean()) < 1 / 255 and float(diff.max()) <= 16 / 255, task
