@@ -1,24 +1,35 @@
-"""GPU section (run by `tests/benchmarks/gpu.sh` on a CUDA machine): training throughput and MFU, inference latency.
+"""GPU section (run by `tests/benchmarks/gpu.sh` on a CUDA machine): training, inference and the data pipeline.
 
     .venv/bin/python tests/benchmarks/bench_gpu.py [--json gpu.json] [--peak-tflops 989] [--steps 10]
 
-0. Attention kernels: one forward + backward of ``swinir_m``, ``hat`` and ``edt_b`` (bf16 autocast) with SDPA
-   restricted to the fused kernels (memory-efficient, cuDNN): a row per family saying whether the window attention
-   ran fused, or fell back to the math kernel (the call then fails under the restriction). About 10 s.
-1. Training throughput (images/s) and model-FLOPs utilisation (MFU = achieved model FLOP/s over the card's dense
-   bf16 peak) of ``edt_b`` and ``hat`` at their published per-step batches and patches, bf16 autocast, AdamW:
-   EDT-B: SR x2/x3/x4 multi-task, LR 48x48, 32 per task (96 images, one body pass via ``forward_multi``);
-   HAT: x4, LR 64x64, batch 32 (4 per GPU x 8 in the paper, here on one card). Model FLOPs of a step =
-   3 x the forward's (`torch.utils.flop_counter.FlopCounterMode`, matmuls/convs/attention), the usual MFU
-   convention. A batch that does not fit is halved until it does (the row says so); out of memory also shows as
-   cuBLAS/cuDNN allocation failures (`is_oom`). About 30-60 s per model; each stops timing at ``--budget-s``.
-2. Inference latency, x4 on a 256x256 input, batch 1: ``swinir_m`` (the classical SwinIR of the published
-   0.539 s on an RTX 2080 Ti, SwinIR README) ours vs spandrel on this card (fp32, same weights, alternating),
-   and ours in bf16 autocast. Without spandrel installed (the GPU machine has no network: nothing is installed
-   here) the spandrel rows are left out with a message. About 15 s.
+Step by step, with the expected time on one H100/H200 (each timed loop also stops at ``--budget-s``, default 45):
 
-Without CUDA it prints why and exits 1 (the CPU suite is `make bench`). Every section runs within ``--budget-s``
-(default 90 s) of timing, so the whole script stays well inside gpu.sh's 8-minute limit.
+0. Attention kernels (about 10 s): one forward + backward of ``swinir_m``, ``hat`` and ``edt_b`` (bf16 autocast)
+   with SDPA restricted to the fused kernels (memory-efficient, cuDNN): a row per family saying whether the window
+   attention ran fused, or fell back to the math kernel (the call then fails under the restriction).
+1. Training throughput (images/s) and model-FLOPs utilisation (MFU = achieved model FLOP/s over the card's dense
+   bf16 peak) of ``edt_b`` and ``hat``, twice each:
+   a. a plain PyTorch loop (bf16 autocast, fused AdamW) at the published per-step batches and patches, EDT-B: SR
+      x2/x3/x4 multi-task, LR 48x48, 32 per task (96 images, one body pass via ``forward_multi``); HAT: x4, LR
+      64x64, batch 32. A batch that does not fit is halved until it does (the row says so). About 30 s each.
+   b. the platform's own step (`bench_gpu_sections.engine_train_row`): `pretrain.engine.Trainer`, DeepSpeed with
+      the recipe's ZeRO-2 and bf16 (fp32 masters, EMA), one rank over nccl, batch 32 per task (HAT 16). About
+      40 s each, DeepSpeed's set-up included.
+   Model FLOPs of a step = 3 x the forward's (`torch.utils.flop_counter.FlopCounterMode`), the usual convention.
+2. bf16 against fp32 (about 10 s): PSNR and max difference of the bf16-autocast output against fp32 for
+   ``edt_b``, ``hat`` and ``swinir_m`` (random init, one 64x64 image, x4).
+3. Tiled 4K inference (about 20 s): ``edt_b`` x4, 960x540 -> 3840x2160, tile 256, bf16: time and peak memory.
+4. Data pipeline on the device (about 60 s): per task set (SR x2/x3/x4, denoise, derain, masked, sr_any), the GPU's
+   samples/s for the degradation alone (``degrade_on=device``) and for nvjpeg decoding + degradation
+   (``decode_on=device``), against one CPU worker's decode + crop; nvjpeg's pixels against libjpeg-turbo's; the
+   GPU's noise sigma and mask ratio against the workers'. Shards from the shared ImageNet sample, or synthetic
+   500x375 JPEGs where it is absent.
+5. Inference latency (about 15 s), x4 on a 256x256 input, batch 1: ``swinir_m`` (the classical SwinIR of the
+   published 0.539 s on an RTX 2080 Ti, SwinIR README) ours vs spandrel on this card (fp32, same weights,
+   alternating), and ours in bf16 autocast. Without spandrel installed the spandrel rows are left out.
+
+In all about 4-5 minutes with imports and DeepSpeed's start; gpu.sh kills it at 8. A failing section leaves a
+FAILED row and the others still run. Without CUDA it prints why and exits 1 (the CPU suite is `make bench`).
 """
 
 from __future__ import annotations
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (default: table)")
-    p.add_argument("--budget-s", type=float, default=90.0, help="timing budget of each section, seconds")
+    p.add_argument("--budget-s", type=float, default=45.0, help="timing budget of each timed loop, seconds")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit(f"bench_gpu.py: no CUDA device visible to torch {torch.__version__} (CUDA build: "
@@ -240,9 +251,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{name}: bf16 peak {peak} TFLOP/s" + ("" if peak else " unknown (pass --peak-tflops for MFU)"))
     rows: list[Row] = []
     b = args.budget_s
+    import bench_gpu_sections as sec
+    from pretrain.launch import init_distributed, setup_single_rank_env
+
+    setup_single_rank_env()  # one rank: nccl on this card, for the engine rows
+    init_distributed()
+    cuda = torch.device("cuda")
     for label, fn in (("attention", attention_rows),
                       ("edt_b", lambda: train_row("edt_b", ["sr_x2", "sr_x3", "sr_x4"], 48, 32, args.steps, peak, b)),
                       ("hat", lambda: train_row("hat", ["sr_x4"], 64, 32, args.steps, peak, b)),
+                      ("edt_b engine", lambda: sec.engine_train_row("edt_b", args.steps, peak, b, cuda,
+                                                                    ("batch_size=32",))),
+                      ("hat engine", lambda: sec.engine_train_row("hat", args.steps, peak, b, cuda, ("batch_size=16",))),
+                      ("bf16 agreement", lambda: [sec.agreement_row(v, cuda) for v in ("edt_b", "hat", "swinir_m")]),
+                      ("tiled 4K", lambda: sec.tiled_row("edt_b", cuda)),
+                      ("data pipeline", lambda: sec.pipeline_rows(cuda)),
                       ("latency", lambda: latency_rows(args.repeats, b))):
         t = time.perf_counter()
         try:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# GPU section of the benchmark suite: fused-attention check of swinir_m/hat/edt_b, training images/s and MFU of
-# edt_b and hat (bf16), and x4 256x256 inference latency of swinir_m against spandrel on the same card and the
-# published 0.539 s (SwinIR README, RTX 2080 Ti).
+# GPU section of the benchmark suite (the steps and their times: bench_gpu.py's docstring): fused-attention check
+# of swinir_m/hat/edt_b, training images/s and MFU of edt_b and hat (bf16; a plain loop and the platform's ZeRO-2
+# DeepSpeed engine), bf16-vs-fp32 agreement, tiled 4K inference time and memory, the data pipeline with the
+# degradation and the JPEG decoding on the GPU, and x4 256x256 inference latency of swinir_m against spandrel on
+# the same card and the published 0.539 s (SwinIR README, RTX 2080 Ti).
 #
 #   tests/benchmarks/gpu.sh [extra args for bench_gpu.py, e.g. --peak-tflops 989 --budget-s 60]
 #
@@ -9,7 +11,7 @@
 # benchmarks-gpu.json` (or a plain run_all.py, which picks the file up) adds its rows to BENCHMARKS.md.
 # Installs nothing (the GPU machine may have no network): a missing spandrel leaves out the reference rows.
 # Fails fast (exit 2) without an NVIDIA GPU, and loudly (exit 1) when there is one that torch cannot use (a CPU
-# build of torch, a driver too old for its CUDA). Budget: about 2-3 minutes on an H100/H200; killed at 8 minutes.
+# build of torch, a driver too old for its CUDA). Budget: about 4-5 minutes on an H100/H200; killed at 8 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-.venv/bin/python}"
