@@ -9,6 +9,7 @@ affect the others; each row carries the command that reproduces it):
   training   bench_training.py   ours vs spandrel train step (forward, L1, backward, AdamW)
   tiling     bench_tiling.py     restore_image peak memory / time, tiled vs untiled (1024^2 x4, 4K x2)
   data       bench_data.py       imresize vs basicsr, shard pipeline samples/s/core
+  decode     bench_decode.py     JPEG decode + crop: the stream's path, PIL, torchvision, OpenCV
   throughput bench_throughput.py cores per GPU for edt_b and hat: FLOP model x MFU vs measured CPU pipeline
 GPU rows (tests/benchmarks/gpu.sh, CUDA only) are merged from benchmarks-gpu.json when that file exists.
 
@@ -38,6 +39,7 @@ SECTIONS = {
     "training": ("bench_training.py", "Training step: ours vs spandrel, same optimizer"),
     "tiling": ("bench_tiling.py", "Tiled inference: peak memory and time"),
     "data": ("bench_data.py", "Degradation and data pipeline"),
+    "decode": ("bench_decode.py", "JPEG decode + crop per core"),
     "throughput": ("bench_throughput.py", "Cores per GPU: modelled GPU consumption against the CPU pipeline"),
 }
 
