@@ -171,49 +171,111 @@ RAIN_HEAVY = RainParams(
 _RAIN_LEVELS = {"light": RAIN_LIGHT, "heavy": RAIN_HEAVY}
 
 
-def _uniform(lo_hi: tuple[float, float], n: int, generator, like) -> torch.Tensor:
+def _lerp(lo_hi: tuple[float, float], u: torch.Tensor) -> torch.Tensor:
     lo, hi = lo_hi
-    return lo + (hi - lo) * _rand((n,), generator, like)
+    return lo + (hi - lo) * u
 
 
-def _motion_blur_vertical(x: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-    """Sum of (N, 1, H, W) over vertical segments of per-image ``length``, with anti-aliased (fractional) ends.
+def _gauss_taps(sigma: float) -> torch.Tensor:
+    """The streak-width kernel: ``exp(-t^2 / (2 sigma^2))`` at integer t, peak 1, radius ``max(1, ceil(2 sigma))``."""
+    r = max(1, math.ceil(2 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    return torch.exp(-(t**2) / (2 * sigma**2))
 
-    The kernel is ``clamp(length/2 + 0.5 - |t|, 0, 1)``: ones over the middle, a fraction at both ends. Computed
-    with a cumulative sum, so the cost does not grow with the length (a 61-tap grouped convolution was 20x slower).
-    A lone seed of value v becomes a streak of value v.
+
+def _rain_transmittance(
+    shape: tuple[int, int, int], params: RainParams, generator: torch.Generator | None, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, H, W) product over the layers of ``1 - layer`` (what the streaks let through) and (B, 1, 1, 1) veil.
+
+    The Rain100L/H recipe (sparse seeds -> motion blur at an angle -> screen), drawn sparsely: a layer's seeds are
+    i.i.d. per pixel with probability ``density`` (about 1% of the pixels), so instead of one uniform per pixel we draw
+    their count, Binomial(pixels, density), and that many positions and strengths (with replacement: two seeds on
+    one pixel, a few per layer, add up instead of being one). Each streak is then written straight into the image:
+    in the sheared frame ``x' = x - tan(angle) * y`` it is vertical, so its row profile (the anti-aliased segment
+    ``clamp(length/2 + 0.5 - |t|, 0, 1)`` along the streak, ``t = dy / cos``) is a per-layer table and it lands in
+    each row at ``x' + round(tan * y)``; the row's sub-pixel rest, the same for every streak of the layer, becomes a
+    few per-row horizontal taps. Those taps are the cross-section of a 1-px line rotated with bilinear sampling
+    (the previous ``grid_sample`` version: a tent of half-width ``1 / cos`` across), or with ``width`` a Gaussian
+    of the same mass and variance as that tent blurred by the width kernel across and along (the previous version
+    blurred vertically after rotating; its sideways part is folded into that variance). Cost: one scatter of
+    (seeds x rows) entries and a few image-sized ops.
     """
-    n, _, h, w = x.shape
-    a = length.to(torch.float64) / 2 + 0.5
-    m = torch.floor(a).to(torch.int64)  # full-weight half-length is m - 1, fractional taps at +-m
-    frac = a - m
-    big = int(m.max())
-    csum = torch.cumsum(x, dim=2)
-    c_pad = torch.cat([x.new_zeros(n, 1, big + 1, w), csum, csum[:, :, -1:].expand(n, 1, big + 1, w)], dim=2)
-    x_pad = F.pad(x, (0, 0, big, big))
-    out = torch.empty_like(x)
-    # a loop over the images with plain slices (each has its own length): faster than torch.gather on CPU
-    for i, (mi, fi) in enumerate(zip(m.tolist(), frac.flatten().tolist())):
-        full = c_pad[i, :, mi + big : mi + big + h] - c_pad[i, :, big + 1 - mi : big + 1 - mi + h]  # C[y+m-1] - C[y-m]
-        ends = x_pad[i, :, big - mi : big - mi + h] + x_pad[i, :, big + mi : big + mi + h]  # x[y-m] + x[y+m]
-        torch.add(full, ends, alpha=fi, out=out[i])
-    return out
+    b, h, w = shape
+    n = b * params.layers
+    g_dev = generator.device if generator is not None else like.device
+    dev, dt = like.device, like.dtype
+    per_image = torch.rand((b, 2), generator=generator, device=g_dev, dtype=torch.float64)
+    per_layer = torch.rand((n, 4), generator=generator, device=g_dev, dtype=torch.float64)
+    base = _lerp(params.angle, per_image[:, 0]).repeat_interleave(params.layers)
+    theta = torch.deg2rad(base + params.angle_spread * (2 * per_layer[:, 0] - 1))
+    length = _lerp(params.length, per_layer[:, 1])
+    density = _lerp(params.density, per_layer[:, 2])
+    bright = _lerp(params.brightness, per_layer[:, 3])
+    haze = _lerp(params.haze, per_image[:, 1]).to(dev, dt).view(b, 1, 1, 1)
 
+    tan, cos = torch.tan(theta).to(dev), torch.cos(theta).to(dev)
+    wr = max(1, math.ceil(2 * params.width)) if params.width > 0 else 0  # width kernel radius
+    tr = max(1, wr)  # horizontal taps radius
+    # rows a streak spans on either side of its seed (its profile is 0 from (length/2 + 0.5) cos on), and the most
+    # it drifts sideways over them: per layer, and the largest of them, which sizes the tensors
+    half = torch.ceil((length / 2 + 0.5) * torch.cos(theta)).long() + wr  # (n,) on the generator's device
+    drift = torch.ceil(half * torch.tan(theta).abs()).long() + 1
+    rows, cols = h + 2 * half, w + 2 * tr + 2 * drift  # seed rows [-half, h + half), columns [-tr - drift, ...)
+    rh, tmax = (float(v) for v in torch.stack([half.max().double(), torch.tan(theta).abs().max()]).tolist())
+    rh = int(rh)
+    dr = math.ceil(rh * tmax) + 1  # >= every layer's drift, over the largest span
+    hp, wa, c0 = h + 2, w + 2 * tr + 4 * dr, tr + 2 * dr  # the layers' buffer: rows -1 and h take what falls off
 
-def _blur_1d(x: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
-    """Filter (N, 1, H, W) along ``dim`` (2: vertical, 3: horizontal) with a short (N, K) kernel, zero padding.
+    counts = torch.binomial((rows * cols).float(), density.float(), generator=generator).long()
+    seeds = torch.rand((int(counts.sum()), 3), generator=generator, device=g_dev, dtype=torch.float64)
+    lid = torch.repeat_interleave(torch.arange(n, device=g_dev), counts)  # (S,) layer of each seed
+    y = (seeds[:, 0] * rows[lid]).long() - half[lid]
+    c = (seeds[:, 1] * cols[lid]).long() - (tr + drift[lid])  # column where the streak crosses its seed row
+    lid, y, c = lid.to(dev), y.to(dev), c.to(dev)
+    strength = (0.5 + 0.5 * seeds[:, 2]).to(dev, dt)  # the old seeds' strength, uniform in [0.5, 1)
 
-    Shifted multiply-adds: for a handful of taps this is several times faster than a grouped convolution on CPU.
-    """
-    k = kernel.shape[1]
-    pad = (0, 0, k // 2, k // 2) if dim == 2 else (k // 2, k // 2, 0, 0)
-    xp = F.pad(x, pad)
-    size = x.shape[dim]
-    shape = (-1, 1, 1, 1)
-    out = xp.narrow(dim, 0, size) * kernel[:, 0].reshape(shape)
-    for j in range(1, k):
-        out = out + xp.narrow(dim, j, size) * kernel[:, j].reshape(shape)
-    return out
+    yy = torch.arange(-2 * rh, h + 2 * rh, device=dev)  # every row an entry can reach
+    shift = tan[:, None] * (yy - (h - 1) / 2)  # (n, h + 4 rh): a streak's offset at each row, 0 mid-image
+    whole = torch.round(shift)
+    frac = (shift - whole)[:, 2 * rh : 2 * rh + h]  # (n, h) sub-pixel rest on the image rows
+    whole = whole.long()
+    ht, span = h + 4 * rh, 2 * rh + 1
+    # flat buffer index of (row, x' + whole shift) for each layer and row (rows off the image clamped), and its
+    # windows of `span` rows: one row of `windows` per (layer, first row) is all a streak's entries but x'
+    row_at = (torch.arange(n, device=dev)[:, None] * hp + yy.clamp(-1, h) + 1) * wa + whole + c0  # (n, ht)
+    windows = row_at.unfold(1, span, 1).reshape(-1, span)  # (n * (ht - span + 1), span)
+    first = y + rh  # the streak's first row (y - rh) in row_at
+    x_sheared = c - whole.view(-1)[lid * ht + first + rh]  # x' of each streak
+    idx = windows.index_select(0, lid * (ht - span + 1) + first).add_(x_sheared[:, None])  # (S, span)
+
+    t = torch.arange(-rh, rh + 1, device=dev, dtype=torch.float64)
+    profile = (length.to(dev)[:, None] / 2 + 0.5 - t.abs() / cos[:, None]).clamp(0, 1)  # (n, span) along it
+    g = _gauss_taps(params.width).to(dev) if wr else None
+    if g is not None:  # the width kernel along the streak (sum kept)
+        profile = F.conv1d(profile[:, None], (g / g.sum()).view(1, 1, -1), padding=wr)[:, 0]
+    values = profile.to(dt).index_select(0, lid).mul_(strength[:, None])
+    buf = torch.zeros(n * hp * wa, device=dev, dtype=dt)
+    buf.scatter_add_(0, idx.view(-1), values.view(-1))
+    buf = buf.view(n, hp, wa)
+
+    d = torch.arange(-tr, tr + 1, device=dev) - frac[..., None]  # (n, h, taps) pixel minus crossing, per row
+    if g is None:  # the bilinear tent of a rotated 1-px line: 1 - |dx| cos
+        taps = (1 - d.abs() * cos[:, None, None]).clamp(min=0)
+    else:  # across: the tent, the width kernel (peak kept) and the old vertical blur's sideways part
+        gt = torch.arange(-wr, wr + 1, device=dev, dtype=torch.float64)
+        var_g = float((g * gt**2).sum() / g.sum())
+        var = 1 / (6 * cos**2) + var_g * (1 + tan**2)
+        taps = torch.exp(-(d**2) / (2 * var[:, None, None]))
+        taps = taps * (float(g.sum()) / cos[:, None, None] / taps.sum(-1, keepdim=True))
+    taps = taps.to(dt)
+    layer = buf[:, 1 : h + 1, c0 + tr : c0 + tr + w] * taps[..., 0:1]
+    for k in range(1, 2 * tr + 1):  # pixel x reads the buffer at x - (k - tr)
+        layer.addcmul_(buf[:, 1 : h + 1, c0 + tr - k : c0 + tr - k + w], taps[..., k : k + 1])
+    layer = layer.clamp_(0, 1).mul_(-bright.to(dev, dt).view(n, 1, 1)).add_(1)  # 1 - streak intensity
+    through = layer.view(b, params.layers, h, w)
+    through = through[:, :1] if params.layers == 1 else through.prod(dim=1, keepdim=True)  # screen-combine
+    return through, haze
 
 
 def rain_streaks(
@@ -221,46 +283,10 @@ def rain_streaks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Streak layers and veil for a batch: ((B, 1, H, W) streak intensity in [0, 1], (B, 1, 1, 1) veil strength).
 
-    The Rain100L/H recipe (noise -> threshold -> motion blur at an angle), computed in each layer's own frame:
-    seeds are i.i.d., so drawing them on a canvas aligned with the streaks is the same as drawing them on the image.
-    A vertical 1-D blur of the streak's length then replaces a 2-D line kernel (cost linear in the length, not
-    quadratic) done with cumulative sums, and one bilinear ``grid_sample`` rotates each canvas onto the image.
+    The layers of an image are screen-combined; see `_rain_transmittance` for how they are drawn.
     """
-    b, h, w = shape
-    n = b * params.layers
-    base = _uniform(params.angle, b, generator, like).repeat_interleave(params.layers)
-    angle = base + params.angle_spread * (2 * _rand((n,), generator, like) - 1)
-    length = _uniform(params.length, n, generator, like)
-    density = _uniform(params.density, n, generator, like).view(n, 1, 1, 1)
-    bright = _uniform(params.brightness, n, generator, like).view(n, 1, 1, 1)
-    d = int(math.ceil(math.hypot(h, w) + params.length[1])) + 1  # the rotated image plus a streak length
-    # canvas sides with the image's parity: at angle 0 its pixel centres fall on the image's (crisp 1-px streaks)
-    dh, dw = d + (d - h) % 2, d + (d - w) % 2
-    u = _rand((n, 1, dh, dw), generator, like)
-    # sparse seeds of random strength in [0.5, 1): the "add noise + threshold" step of the Photoshop recipe
-    seeds = torch.where(u < density, 0.5 + 0.5 * u / density, 0.0)  # u / density is uniform where u < density
-    canvas = _motion_blur_vertical(seeds, length)  # (n, 1, dh, dw)
-    # rotation: the output pixel at (px, py) from the centre reads the canvas at R(angle) (px, py)
-    theta = torch.deg2rad(angle)
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    zero = torch.zeros_like(cos)
-    affine = torch.stack(
-        [torch.stack([cos * w / dw, -sin * h / dw, zero], -1), torch.stack([sin * w / dh, cos * h / dh, zero], -1)], 1
-    )  # (n, 2, 3), in grid_sample's normalised coordinates
-    grid = F.affine_grid(affine, [n, 1, h, w], align_corners=False)
-    streaks = F.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (n, 1, h, w)
-    if params.width > 0:
-        # thicker streaks: a Gaussian across (peak kept) and along (sum kept) the streak. Done after the rotation on
-        # the image-sized layer (3-5x fewer pixels than the canvas), with across = horizontal: exact at angle 0 and
-        # close for the +-35 degree angles used here.
-        r = max(1, int(math.ceil(2 * params.width)))
-        t = torch.arange(-r, r + 1, device=like.device, dtype=like.dtype)
-        g = torch.exp(-(t**2) / (2 * params.width**2))
-        streaks = _blur_1d(_blur_1d(streaks, g.expand(n, -1), dim=3), (g / g.sum()).expand(n, -1), dim=2)
-    streaks = (streaks.clamp(0, 1) * bright).view(b, params.layers, h, w)
-    layer = 1 - torch.prod(1 - streaks, dim=1, keepdim=True)  # screen-combine the layers: (B, 1, H, W)
-    haze = _uniform(params.haze, b, generator, like).view(b, 1, 1, 1)
-    return layer, haze
+    through, haze = _rain_transmittance(shape, params, generator, like)
+    return 1 - through, haze
 
 
 def add_rain(hr: torch.Tensor, level: str = "light", generator: torch.Generator | None = None) -> torch.Tensor:
@@ -280,21 +306,21 @@ def add_rain(hr: torch.Tensor, level: str = "light", generator: torch.Generator 
     b, _, h, w = hr.shape
     work = hr if hr.dtype in (torch.float32, torch.float64) else hr.float()
     if isinstance(level, RainParams):
-        streaks, haze = rain_streaks((b, h, w), level, generator, work)
+        through, haze = _rain_transmittance((b, h, w), level, generator, work)
     elif level == "mixed":
         heavy = (_rand((b,), generator, work) < 0.5).to(hr.device)
-        streaks = work.new_empty((b, 1, h, w))
+        through = work.new_empty((b, 1, h, w))
         haze = work.new_empty((b, 1, 1, 1))
         for mask, params in ((~heavy, RAIN_LIGHT), (heavy, RAIN_HEAVY)):
-            if bool(mask.any()):
-                streaks[mask], haze[mask] = rain_streaks((int(mask.sum()), h, w), params, generator, work)
+            which = mask.nonzero().flatten()
+            if which.numel():
+                through[which], haze[which] = _rain_transmittance((which.numel(), h, w), params, generator, work)
     elif level in _RAIN_LEVELS:
-        streaks, haze = rain_streaks((b, h, w), _RAIN_LEVELS[level], generator, work)
+        through, haze = _rain_transmittance((b, h, w), _RAIN_LEVELS[level], generator, work)
     else:
         raise ValueError(f"rain level must be 'light', 'heavy', 'mixed' or a RainParams, got {level!r}")
-    out = 1 - (1 - work) * (1 - streaks)  # streaks are white: the same on every channel
-    out = (1 - haze) * out + haze
-    return out.to(hr.dtype)
+    keep = through * (1 - haze)  # the share of the clean image that shows: 1 - (1 - a)(1 - hr)(1 - s) in one pass
+    return torch.addcmul(1 - keep, work, keep).to(hr.dtype)
 
 
 # ------------------------------------------------------------------------------------- arbitrary-scale SR

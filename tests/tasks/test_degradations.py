@@ -110,15 +110,3 @@ def test_bad_inputs_are_reported():
         tasks.get_task("sr_x1")
     with pytest.raises(ValueError, match="denoise_g25"):
         tasks.get_task("deblur")
-
-
-def test_cumsum_motion_blur_equals_the_line_kernel_convolution():
-    g = _gen(0)
-    x = (torch.rand(3, 1, 40, 9, generator=g) < 0.05).double() * torch.rand(3, 1, 40, 9, generator=g).double()
-    length = torch.tensor([1.0, 7.3, 20.6], dtype=torch.float64)
-    ours = D._motion_blur_vertical(x, length)
-    for i, ell in enumerate(length.tolist()):
-        t = torch.arange(-12, 13, dtype=torch.float64)
-        kernel = (ell / 2 + 0.5 - t.abs()).clamp(0, 1)  # the anti-aliased segment
-        ref = torch.nn.functional.conv2d(x[i : i + 1], kernel.view(1, 1, -1, 1), padding=(12, 0))
-        torch.testing.assert_close(ours[i : i + 1], ref, atol=1e-12, rtol=0)
