@@ -23,7 +23,9 @@ device, batched per task, with a generator on that device seeded from ``degrade_
 function, so on a CPU device the batches are bit-identical; a CUDA generator (Philox) draws other numbers than a
 CPU one (MT19937) from the same seed, so on a GPU the degradations are a different draw of the same distributions,
 still a function of (seed, step, rank): exact resume holds either way. A blind pipeline's JPEG round trip stays on
-the CPU (libjpeg) inside it.
+the CPU (libjpeg) inside it. With ``decode_on=device`` the workers do not decode RGB JPEGs either: they parse the
+header, draw the crop and flips, and pass the bytes on (`PendingCrop`); `degrade_pending` decodes the batch on the
+device in one call (nvjpeg on CUDA) before degrading it.
 
 Bad data never stops the run: an unreadable or truncated shard, a garbage member, or an image smaller than the
 patch is skipped, counted and (rate-limited) logged. A whole epoch without one usable sample raises, because that
