@@ -39,19 +39,17 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import io
 import logging
 import os
 import random
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pretrain.decode import PendingCrop, _apply_flips, _decode_crop, _draw_flips, _image_size, decode_crops
 from restore.model import ARBITRARY_SCALE_TASK
 from tasks.registry import MASK_PATCH, MASK_RATIO, Task, get_task, masked_task
 
@@ -61,7 +59,6 @@ __all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "che
 
 log = logging.getLogger("pretrain.data")
 SKIP_KINDS = ("small", "corrupt", "bad_shard")
-_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
 # HR pixels an sr_any patch is scored on: LIIF/LTE's sample_q (48 ** 2 for their 48 px LR patch); a smaller LR patch
 # scores lr_patch ** 2, the pixel count of its smallest HR crop (scale 1)
 SR_ANY_QUERIES = 2304
@@ -98,19 +95,6 @@ class Batch:
     @property
     def images(self) -> int:
         return len(self.crops) if self.gt is None else self.gt.shape[0]
-
-
-@dataclass
-class PendingCrop:
-    """An RGB JPEG's bytes and the crop and flips the worker drew for it (``decode_on=device``): `degrade_pending`
-    decodes it on the training device (nvjpeg on CUDA) and cuts it."""
-
-    data: torch.Tensor  # the file's bytes, uint8
-    top: int
-    left: int
-    size: int
-    flips: tuple[int, int, int]  # (horizontal, vertical, transpose), as drawn by `_draw_flips`
-    key: str
 
 
 @dataclass
@@ -238,21 +222,6 @@ def _local_samples(url: str) -> Iterator[dict[str, Any]]:
     yield from wds.tariterators.tarfile_samples([{"url": url}], handler=lambda exn: True)
 
 
-def _image_bytes(sample: dict[str, Any]) -> bytes:
-    key = next((k for k in _IMAGE_KEYS if k in sample), None)
-    if key is None:
-        raise ValueError(f"no image member (has {sorted(k for k in sample if not k.startswith('__'))})")
-    return sample[key]
-
-
-def _image_size(sample: dict[str, Any]) -> tuple[int, int]:
-    """(height, width) of a sample's image from its header (no pixels decoded)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(_image_bytes(sample))) as im:
-        return im.height, im.width
-
-
 def task_plan(tasks: tuple[str, ...], mode: str, seed: int, step: int) -> list[str]:
     """The tasks of ``step``: all of them (EDT mode) or one drawn from (seed, step), equal on every rank (IPT)."""
     if mode == "edt":
@@ -305,52 +274,10 @@ def degrade_pending(data: StepData, tasks: dict[str, Task], lr_patch: int, devic
     for name, b in data.batches.items():
         if b.lq is None:
             # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches (StepData.pin_memory)
-            gt = _decode_crops(b.crops, device) if b.gt is None else b.gt.to(device, non_blocking=True)
+            gt = decode_crops(b.crops, device) if b.gt is None else b.gt.to(device, non_blocking=True)
             b = degrade_batch(tasks[name], gt, lr_patch, g)
         batches[name] = b
     return dataclasses.replace(data, batches=batches, degrade_seed=None)
-
-
-def _decode_crops(crops: list, device: torch.device) -> torch.Tensor:
-    """(B, 3, S, S) float in [0, 1] on ``device`` from a batch's `Batch.crops`: the JPEGs decoded there in one
-    batched call (`torchvision.io.decode_jpeg`, nvjpeg on CUDA), cut and flipped as the worker drew.
-
-    A file whose header read but whose data does not decode (only the device can tell) is replaced by the batch's
-    previous good image (its next for the first), with a warning naming it: the batch keeps its size and the run
-    goes on; deterministic, as it depends only on the data.
-    """
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    jpegs = [c for c in crops if isinstance(c, PendingCrop)]
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of torchcodec
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            decoded = decode_jpeg([c.data for c in jpegs], mode=ImageReadMode.RGB, device=device) if jpegs else []
-        except RuntimeError:  # one bad file fails the batched call: decode one by one to find it
-            decoded = []
-            for c in jpegs:
-                try:
-                    decoded.append(decode_jpeg(c.data, mode=ImageReadMode.RGB, device=device))
-                except RuntimeError as err:
-                    log.warning("skipped %s on the device (%s): the batch repeats a neighbouring image", c.key, err)
-                    decoded.append(None)
-    images, patches = iter(decoded), []
-    for c in crops:
-        if not isinstance(c, PendingCrop):
-            patches.append(c.to(device))
-            continue
-        img = next(images)
-        if img is not None and (img.shape[1] < c.top + c.size or img.shape[2] < c.left + c.size):
-            log.warning("skipped %s on the device: it decoded to %s, smaller than its header", c.key, tuple(img.shape))
-            img = None
-        patches.append(None if img is None else _apply_flips(img[:, c.top : c.top + c.size,
-                                                                  c.left : c.left + c.size], c.flips))
-    good = [i for i, p in enumerate(patches) if p is not None]
-    if not good:
-        raise RuntimeError(f"no image of a batch of {len(crops)} decoded on {device}: check the shards")
-    patches = [p if p is not None else patches[max((j for j in good if j < i), default=good[0])]
-               for i, p in enumerate(patches)]
-    return torch.stack(patches).float().div_(255.0)
 
 
 def degrade_on_device(setting: str) -> bool:
@@ -450,86 +377,6 @@ class _Reader:
             if failed:
                 self.skip("bad_shard", f"{url}: {failed[0]}")
             self.index, self.record = self.index + 1, 0
-
-
-def _decode(sample: dict[str, Any]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of the whole first image member (grayscale, CMYK and palette images converted)."""
-    return _decode_crop(sample, 0, None)[0].permute(1, 2, 0).numpy()
-
-
-def _jpeg_rgb(data: bytes) -> torch.Tensor:
-    """(3, H, W) uint8 of an RGB JPEG through torchvision's libjpeg-turbo: 1.2x PIL's rate, and the same pixels
-    (all 316 images of the shared ImageNet sample: `tests/benchmarks/bench_decode.py`)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of torchcodec; still libjpeg
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-
-
-def _decode_crop(sample: dict[str, Any], size: int, g: torch.Generator | None,
-                 defer: bool = False) -> tuple[torch.Tensor | PendingCrop | None, tuple]:
-    """A random ``size`` x ``size`` crop of the first image member as (3, size, size) uint8 RGB (the whole image for
-    ``g`` None), and the image's (height, width); (None, (h, w)) for an image smaller than ``size``.
-
-    The size comes from the header, so a small image is skipped undecoded. RGB JPEGs (nearly all of ImageNet) are
-    decoded by torchvision; every other file (grayscale, CMYK, PNG, ...) by PIL, converted to RGB, where only the
-    crop becomes an array. The crop position is drawn from ``g`` after the pixels decoded, so a corrupt file raises
-    before any draw, as when the whole image was decoded first: the same draws and the same pixels as before.
-    ``defer``: an RGB JPEG is not decoded here; a `PendingCrop` (flips still to set) carries its bytes and the
-    drawn position to the training device.
-    """
-    from PIL import Image
-
-    data = _image_bytes(sample)
-    with Image.open(io.BytesIO(data)) as im:
-        hw = (im.height, im.width)
-        if min(hw) < size:
-            return None, hw
-        if im.format == "JPEG" and im.mode == "RGB" and defer and g is not None:
-            top = int(torch.randint(0, hw[0] - size + 1, (1,), generator=g))
-            left = int(torch.randint(0, hw[1] - size + 1, (1,), generator=g))
-            return PendingCrop(torch.frombuffer(bytearray(data), dtype=torch.uint8), top, left, size, (0, 0, 0),
-                               str(sample.get("__key__"))), hw
-        if im.format == "JPEG" and im.mode == "RGB":
-            chw = _jpeg_rgb(data)
-            if tuple(chw.shape[1:]) != hw:  # never seen; refuse rather than crop the wrong frame
-                raise ValueError(f"decoded {tuple(chw.shape[1:])} from a header of {hw}")
-            rgb = None
-        else:
-            im.load()  # a truncated or corrupt file raises here, before any draw
-            rgb = im if im.mode == "RGB" else im.convert("RGB")
-        if g is None:
-            top, left, side = 0, 0, None
-        else:
-            top = int(torch.randint(0, hw[0] - size + 1, (1,), generator=g))
-            left = int(torch.randint(0, hw[1] - size + 1, (1,), generator=g))
-            side = size
-        if rgb is None:
-            if side is None:
-                return chw, hw
-            return chw[:, top : top + side, left : left + side].contiguous(), hw
-        if side is not None:
-            rgb = rgb.crop((left, top, left + side, top + side))
-        return torch.from_numpy(np.array(rgb)).permute(2, 0, 1), hw
-
-
-def _draw_flips(g: torch.Generator) -> tuple[int, int, int]:
-    """Random (horizontal flip, vertical flip, 90-degree rotation) of one crop."""
-    hflip, vflip, rot = (int(v) for v in torch.randint(0, 2, (3,), generator=g))
-    return hflip, vflip, rot
-
-
-def _apply_flips(patch: torch.Tensor, flips: tuple[int, int, int]) -> torch.Tensor:
-    """The flips and rotation of `_draw_flips` applied to a (3, S, S) crop."""
-    hflip, vflip, rot = flips
-    if hflip:
-        patch = patch.flip(-1)
-    if vflip:
-        patch = patch.flip(-2)
-    if rot:
-        patch = patch.transpose(-1, -2)
-    return patch
 
 
 class ShardStream(IterableDataset):

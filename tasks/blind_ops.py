@@ -9,7 +9,6 @@ pipelines that draw the parameters and chain these steps are in `tasks.blind`, w
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -232,9 +231,10 @@ def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
     """A real JPEG encode + decode (libjpeg through torchvision, on CPU) of (1, C, H, W) in [0, 1], C = 1 or 3."""
     from torchvision.io import decode_jpeg, encode_jpeg  # late: only the blind tasks need the codec
 
+    from tasks.io import quiet_codecs
+
     u8 = (x[0].clamp(0, 1) * 255.0).round().to(device="cpu", dtype=torch.uint8)
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of torchcodec; still libjpeg
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with quiet_codecs():
         out = decode_jpeg(encode_jpeg(u8, quality=int(min(100, max(1, round(quality))))))
     return (out.to(device=x.device, dtype=x.dtype) / 255.0)[None]
 

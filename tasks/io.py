@@ -85,6 +85,16 @@ class LoadedImage:
 
 
 @contextlib.contextmanager
+def quiet_codecs() -> Iterator[None]:
+    """Silence torchvision 0.29's deprecation of its image codecs (`torchvision.io.decode_jpeg`, `encode_jpeg`) in
+    favour of torchcodec, around our calls: they are still libjpeg-turbo (nvjpeg on CUDA), and the warning would
+    repeat for every decoded image."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+@contextlib.contextmanager
 def _pillow_limit() -> Iterator[None]:
     """Switch off Pillow's own decompression-bomb check, which `load_image` makes itself with its budget and a
     message naming the file and the fix (Pillow's fixed limit would refuse what ``--max-pixels`` allows); any

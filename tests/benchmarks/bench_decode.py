@@ -1,13 +1,14 @@
-"""JPEG decode + crop rate of the training stream's decoder (PIL) against torchvision.io.decode_jpeg and OpenCV.
+"""JPEG decode + crop rate per core: PIL (the training stream's decoder before), torchvision.io.decode_jpeg (the
+stream's decoder for RGB JPEGs now) and OpenCV.
 
     .venv/bin/python tests/benchmarks/bench_decode.py [--corpus /work/shared/corpus/imagenet-sample] [--repeats 3]
 
 Issue 17 item 2. Each decoder turns the in-memory bytes of every JPEG of the corpus into (3, H, W) uint8 RGB and takes
-a 192x192 crop (the pipeline's largest GT patch, SR x4 at 48x48 LR), as `pretrain.data._decode` + `_crop_augment` do
-with PIL today. The decoders run alternating over the whole corpus in one process (`common.alternate`, median of the
-repeats), one thread (per-core rates). Rows: images/s per core, ratio = ours / PIL (> 1: faster than PIL). Then the
-pixel check: per decoder, how many images decode to exactly PIL's pixels, and the largest difference where not. The
-first row is the stream's own path (`pretrain.data._decode_crop`): PIL, with only the crop turned into an array.
+a 192x192 crop (the pipeline's largest GT patch, SR x4 at 48x48 LR). The decoders run alternating over the whole
+corpus in one process (`common.alternate`, median of the repeats), one thread (per-core rates). Rows: images/s per
+core, ratio = ours / PIL (> 1: faster than PIL). Then the pixel check: per decoder, how many images decode to
+exactly PIL's pixels, and the largest difference where not. The first row is PIL with only the crop turned into an
+array: the stream's path (`pretrain.decode._decode_crop`) for every file but RGB JPEGs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _pil(data: bytes) -> np.ndarray:
 
 
 def _pil_crop_first(data: bytes) -> torch.Tensor:
-    """The training stream's decode + crop (`pretrain.data._decode_crop`): only the crop becomes an array."""
+    """PIL's decode + crop as the stream does it for non-JPEG files (`pretrain.decode._decode_crop`): only the crop
+    becomes an array."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
@@ -55,7 +57,7 @@ def _opencv(data: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
 
 
-CROP_FIRST = "PIL, crop before the array (the training stream)"
+CROP_FIRST = "PIL, crop before the array (the stream's path for files other than RGB JPEGs)"
 DECODERS = {"PIL": _pil, "torchvision.io.decode_jpeg": _torchvision, "cv2.imdecode": _opencv}
 
 

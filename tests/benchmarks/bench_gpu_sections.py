@@ -157,23 +157,12 @@ def _shards(tmp: Path, images: int) -> tuple[list[str], str]:
     return list(s.shards), what
 
 
-def _device_rate(pending: list, tasks: dict, lr_patch: int, device: torch.device) -> float:
-    from pretrain.data import degrade_pending
-
-    degrade_pending(pending[0], tasks, lr_patch, device)  # warm-up
-    _sync(device)
-    t, n = time.perf_counter(), 0
-    for data in pending:
-        n += degrade_pending(data, tasks, lr_patch, device).images
-    _sync(device)
-    return n / (time.perf_counter() - t)
-
-
 def pipeline_rows(device: torch.device, images: int = 64, steps: int = 4, batch: int = 8, lr_patch: int = 48,
                   dn_patch: int = 192) -> list[Row]:
     """Per task set: the device's samples/s for degradation alone (``degrade_on=device``) and for decoding +
     degradation (``decode_on=device``), with a CPU worker's decode + crop rate as the reference; then nvjpeg's
     crops against libjpeg's and the device's noise sigma / mask ratio against the workers' (same crops)."""
+    from bench_pretrain import degrade_rate
     from pretrain.data import ShardStream, degrade_pending, stream_tasks
 
     rows = []
@@ -192,7 +181,7 @@ def pipeline_rows(device: torch.device, images: int = 64, steps: int = 4, batch:
             undecoded = [next(raw) for _ in range(steps)]
             for label, data in (("degradation (degrade_on=device)", pending),
                                 ("JPEG decoding + degradation (decode_on=device)", undecoded)):
-                rate = _device_rate(data, tasks, lr_patch, device)
+                rate = degrade_rate(data, tasks, lr_patch, device)
                 rows.append(Row("GPU data pipeline", f"{name}: {label} on {device.type}", rate, worker,
                                 "samples/s", rate / worker, reference_name="one CPU worker: decode + crop",
                                 note=f"{what}; batch {batch} per task", machine=machine(device.type)))

@@ -69,19 +69,26 @@ def stream_rate(urls: list[str], tasks: tuple[str, ...], where: str, samples: in
 
 
 def device_degrade_rate(urls: list[str], tasks: tuple[str, ...], samples: int, device: str = "cpu") -> float:
-    """Samples/s of the trainer's side of ``degrade_on=device``: `degrade_pending` of pre-read pending batches on
-    ``device`` (synchronised per batch on CUDA), the worker's decode and crop excluded."""
-    from pretrain.data import ShardStream, degrade_pending
+    """Samples/s of the trainer's side of ``degrade_on=device``: `degrade_rate` of pre-read pending batches."""
+    from pretrain.data import ShardStream
 
     ds = ShardStream(urls, tasks, mode="edt", batch_size=4, lr_patch=48, dn_patch=192, seed=0, degrade=False)
     it = iter(ds)
     pending = [next(it) for _ in range(max(2, samples // (4 * len(tasks))))]
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    degrade_pending(pending[0], ds.task_objs, 48, device)  # warm-up: kernels, imresize weight tables
+    return degrade_rate(pending, ds.task_objs, 48, torch.device(device))
+
+
+def degrade_rate(pending: list, tasks: dict, lr_patch: int, device: torch.device) -> float:
+    """Samples/s of `pretrain.data.degrade_pending` (decoding included for ``decode_on=device`` batches) over
+    ``pending`` on ``device``, synchronised on CUDA; the worker's decode and crop excluded."""
+    from pretrain.data import degrade_pending
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    degrade_pending(pending[0], tasks, lr_patch, device)  # warm-up: kernels, imresize weight tables
     sync()
     t, n = time.perf_counter(), 0
     for data in pending:
-        n += degrade_pending(data, ds.task_objs, 48, device).images
+        n += degrade_pending(data, tasks, lr_patch, device).images
     sync()
     return n / (time.perf_counter() - t)
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain.data import DataStream, _decode, _decode_crop, expand_urls, task_plan
+from pretrain.data import DataStream, expand_urls, task_plan
+from pretrain.decode import _decode, _decode_crop
 
 TASKS = ("sr_x2", "sr_x4", "denoise_g25", "derain")
 
