@@ -67,3 +67,19 @@ def pretrain_env() -> dict[str, str]:
     env.pop("WORLD_SIZE", None)
     env.pop("LOCAL_RANK", None)
     return env
+
+
+def paired_folder(root: Path, n: int, side: int, scale: int) -> None:
+    """A DIV2K-style folder: ``n`` random ``side`` px PNGs in ``HR/`` and their ``LR_bicubic/X<scale>`` pairs
+    (every ``scale``-th pixel: registration is all the streams need)."""
+    import torch
+    from PIL import Image
+
+    hr, lr = root / "HR", root / "LR_bicubic" / f"X{scale}"
+    hr.mkdir(parents=True)
+    lr.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(0)
+    for i in range(n):
+        arr = (torch.rand(side, side, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(hr / f"{i}.png")
+        Image.fromarray(arr[::scale, ::scale]).save(lr / f"{i}x{scale}.png")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pretrain.data import ShardStream, expand_urls, worker_roles, degrade_on_device, degrade_pending, stream_tasks
-from tests.pretrain.helpers import TINY_OVERRIDES
+from tests.pretrain.helpers import TINY_OVERRIDES, paired_folder
 from tests.pretrain.test_gpu_paths import gloo  # noqa: F401 - fixture
 
 # every kind of degradation: fixed-scale SR, arbitrary scale, noise, rain, masking, a blind pipeline
@@ -123,18 +123,9 @@ def test_a_jpeg_only_the_device_finds_corrupt_is_replaced_not_fatal(tmp_path, ca
 
 def test_finetune_stream_defers_only_the_on_the_fly_pairs(tmp_path):
     """Fine-tuning's `PairStream` leaves its on-the-fly degradation to the trainer too; stored LQ pairs stay."""
-    from PIL import Image
-
     from finetune.data import PairStream, scan_training_data
 
-    hr, x2 = tmp_path / "HR", tmp_path / "LR_bicubic" / "X2"
-    hr.mkdir()
-    x2.mkdir(parents=True)
-    gen = torch.Generator().manual_seed(0)
-    for i in range(3):
-        arr = (torch.rand(40, 40, 3, generator=gen) * 255).to(torch.uint8).numpy()
-        Image.fromarray(arr).save(hr / f"{i}.png")
-        Image.fromarray(arr[::2, ::2]).save(x2 / f"{i}x2.png")
+    paired_folder(tmp_path, 3, 40, 2)
     names = ("sr_x2", "denoise_g25", "sr_any")
     data = scan_training_data([str(tmp_path)], list(names), lr_patch=8, dn_patch=16)
     kw = dict(batch_size=2, lr_patch=8, dn_patch=16, seed=1)

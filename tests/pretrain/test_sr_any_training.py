@@ -56,18 +56,10 @@ def test_shard_stream_sr_any_batch_shapes_and_determinism(shard_set):
 
 
 def test_finetune_streams_degrade_sr_any_on_the_fly(tmp_path):
-    from PIL import Image
-
     from finetune.data import PairStream, scan_training_data
+    from tests.pretrain.helpers import paired_folder
 
-    hr, x4 = tmp_path / "HR", tmp_path / "LR_bicubic" / "X4"
-    hr.mkdir()
-    x4.mkdir(parents=True)
-    gen = torch.Generator().manual_seed(0)
-    for i in range(2):
-        arr = (torch.rand(48, 48, 3, generator=gen) * 255).to(torch.uint8).numpy()
-        Image.fromarray(arr).save(hr / f"{i}.png")
-        Image.fromarray(arr[::4, ::4]).save(x4 / f"{i}x4.png")
+    paired_folder(tmp_path, 2, 48, 4)
     data = scan_training_data([str(tmp_path)], ["sr_x4", "sr_any"], lr_patch=LR, dn_patch=16)
     assert all(p.lq is not None for p in data.pairs["sr_x4"])
     assert all(p.lq is None for p in data.pairs["sr_any"])  # its x4 fallback is no reason to train on stored X4
