@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pretrain.data import (SKIP_KINDS, Batch, StepData, degrade_pending, degrade_seed, hr_patch, step_generator,
                            stream_tasks, task_plan)
+from pretrain.decode import apply_flips, draw_flips
 from restore.model import ARBITRARY_SCALE_TASK
 from tasks.errors import InputError
 from tasks.io import IMAGE_EXTENSIONS, list_images
@@ -334,17 +335,8 @@ class _ImageCache:
 
 def _augment(patches: list[torch.Tensor], g: torch.Generator) -> list[torch.Tensor]:
     """The same random flips and 90-degree rotation for every patch of one sample (keeps LQ and GT in register)."""
-    hflip, vflip, rot = (bool(v) for v in torch.randint(0, 2, (3,), generator=g))
-    out = []
-    for p in patches:
-        if hflip:
-            p = p.flip(-1)
-        if vflip:
-            p = p.flip(-2)
-        if rot:
-            p = p.transpose(-1, -2)
-        out.append(p)
-    return out
+    flips = draw_flips(g)
+    return [apply_flips(p, flips) for p in patches]
 
 
 def _to_chw(arr: np.ndarray) -> torch.Tensor:

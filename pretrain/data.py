@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pretrain.decode import PendingCrop, _apply_flips, _decode_crop, _draw_flips, _image_size, decode_crops
+from pretrain.decode import PendingCrop, apply_flips, _decode_crop, draw_flips, _image_size, decode_crops
 from restore.model import ARBITRARY_SCALE_TASK
 from tasks.registry import MASK_PATCH, MASK_RATIO, Task, get_task, masked_task
 
@@ -447,12 +447,12 @@ class ShardStream(IterableDataset):
                         continue
                     reader.used_in_epoch += 1
                     keys.append(f"{sample.get('__url__')}:{sample.get('__key__')}")
-                    flips = _draw_flips(g)
+                    flips = draw_flips(g)
                     if isinstance(crop, PendingCrop):
                         crop.flips = flips
                         patches.append(crop)
                     else:
-                        patches.append(_apply_flips(crop, flips))
+                        patches.append(apply_flips(crop, flips))
                 if self.decode:
                     batches[task] = Batch(lq=None, gt=torch.stack(patches).float().div_(255.0), task=task)  # (B,3,S,S)
                 else:

@@ -20,7 +20,7 @@ import torch
 
 from tasks.io import quiet_codecs
 
-__all__ = ["PendingCrop", "decode_crops"]
+__all__ = ["PendingCrop", "decode_crops", "draw_flips", "apply_flips"]
 
 log = logging.getLogger("pretrain.data")  # the stream's logger: its skips and these warnings read together
 _IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
@@ -35,7 +35,7 @@ class PendingCrop:
     top: int
     left: int
     size: int
-    flips: tuple[int, int, int]  # (horizontal, vertical, transpose), as drawn by `_draw_flips`
+    flips: tuple[int, int, int]  # (horizontal, vertical, transpose), as drawn by `draw_flips`
     key: str
 
 
@@ -110,14 +110,14 @@ def _decode_crop(sample: dict[str, Any], size: int, g: torch.Generator | None,
         return torch.from_numpy(np.array(rgb.crop((left, top, left + size, top + size)))).permute(2, 0, 1), hw
 
 
-def _draw_flips(g: torch.Generator) -> tuple[int, int, int]:
+def draw_flips(g: torch.Generator) -> tuple[int, int, int]:
     """Random (horizontal flip, vertical flip, 90-degree rotation) of one crop."""
     hflip, vflip, rot = (int(v) for v in torch.randint(0, 2, (3,), generator=g))
     return hflip, vflip, rot
 
 
-def _apply_flips(patch: torch.Tensor, flips: tuple[int, int, int]) -> torch.Tensor:
-    """The flips and rotation of `_draw_flips` applied to a (3, S, S) crop."""
+def apply_flips(patch: torch.Tensor, flips: tuple[int, int, int]) -> torch.Tensor:
+    """The flips and rotation of `draw_flips` applied to a (3, S, S) crop."""
     hflip, vflip, rot = flips
     if hflip:
         patch = patch.flip(-1)
@@ -156,7 +156,7 @@ def decode_crops(crops: list, device: torch.device) -> torch.Tensor:
         if img is not None and (img.shape[1] < c.top + c.size or img.shape[2] < c.left + c.size):
             log.warning("skipped %s on the device: it decoded to %s, smaller than its header", c.key, tuple(img.shape))
             img = None
-        patches.append(None if img is None else _apply_flips(img[:, c.top : c.top + c.size,
+        patches.append(None if img is None else apply_flips(img[:, c.top : c.top + c.size,
                                                                   c.left : c.left + c.size], c.flips))
     good = [i for i, p in enumerate(patches) if p is not None]
     if not good:
