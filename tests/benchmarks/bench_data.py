@@ -1,6 +1,6 @@
 """Degradation and data pipeline rows: `tasks.imresize` vs basicsr's NumPy MATLAB imresize, and the shard stream.
 
-    .venv/bin/python tests/benchmarks/bench_data.py [--images 64] [--samples 64]
+    .venv/bin/python tests/benchmarks/bench_data.py [--images 64] [--samples 192]
 
 Reuses the existing scripts rather than re-implementing them: the basicsr reference loader of
 `bench_tasks.py` (with its torchvision shim) and the shard builder and stream timer of `bench_pretrain.py`.
@@ -66,9 +66,8 @@ def pipeline_rows(images: int, samples: int) -> list[Row]:
         urls = bench_pretrain.build(Path(d), images)
         for name, task_names in (("sr_x2,sr_x3,sr_x4 (LR 48)", ("sr_x2", "sr_x3", "sr_x4")),
                                  ("denoise_g25 (192)", ("denoise_g25",)), ("derain (192)", ("derain",))):
-            ref = bench_pretrain.stream_rate(urls, task_names, "none", samples)
-            ours = bench_pretrain.stream_rate(urls, task_names, "workers", samples)
-            device = bench_pretrain.stream_rate(urls, task_names, "device", samples)
+            ref, ours, device, decode = bench_pretrain.stream_rates(urls, task_names, bench_pretrain.WHERE,
+                                                                    samples).values()
             rows.append(Row("data pipeline (CPU, 1 thread)", f"shard stream {name}: decode, crop, degrade, batch "
                             "(degrade_on=workers)", ours, ref, "samples/s/core", ours / ref,
                             reference_name="same without degradation", note="share of the decode+crop rate kept",
@@ -77,7 +76,6 @@ def pipeline_rows(images: int, samples: int) -> list[Row]:
                             "on the training device (degrade_on=device)", device, ref, "samples/s/core", device / ref,
                             reference_name="same without degradation",
                             note="the worker's share; the device degrades inside the step", machine=machine()))
-            decode = bench_pretrain.stream_rate(urls, task_names, "decode", samples)
             rows.append(Row("data pipeline (CPU, 1 thread)", f"shard stream {name}: read, crop draws, batch; JPEG "
                             "decoding and degradation on the training device (decode_on=device)", decode, ref,
                             "samples/s/core", decode / ref, reference_name="same without degradation",
@@ -89,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--images", type=int, default=64, help="corpus images to shard")
-    p.add_argument("--samples", type=int, default=64, help="samples timed per pipeline setting")
+    p.add_argument("--samples", type=int, default=192, help="samples timed per pipeline setting")
     args = p.parse_args(argv)
     args.threads = args.threads or 1  # per-core numbers
     setup(args)

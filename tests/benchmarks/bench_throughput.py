@@ -55,9 +55,8 @@ def cpu_rates(images: int, samples: int) -> dict[str, tuple[float, float]]:
     with tempfile.TemporaryDirectory() as d:
         urls = bench_pretrain.build(Path(d), images)
         for name, task_names in PIPELINES.items():
-            out[name] = (bench_pretrain.stream_rate(urls, task_names, "device", samples),
-                         bench_pretrain.stream_rate(urls, task_names, "workers", samples),
-                         bench_pretrain.stream_rate(urls, task_names, "decode", samples))
+            out[name] = tuple(bench_pretrain.stream_rates(urls, task_names, ("device", "workers", "decode"),
+                                                          samples).values())
     return out
 
 
