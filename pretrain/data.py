@@ -37,6 +37,7 @@ sub-stream reads every shard), so `DataStream` warns on rank 0 with the number o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import logging
@@ -271,13 +272,31 @@ def degrade_pending(data: StepData, tasks: dict[str, Task], lr_patch: int, devic
     device = torch.device(device)
     g = torch.Generator(device=device).manual_seed(data.degrade_seed)
     batches = {}
-    for name, b in data.batches.items():
-        if b.lq is None:
-            # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches (StepData.pin_memory)
-            gt = decode_crops(b.crops, device) if b.gt is None else b.gt.to(device, non_blocking=True)
-            b = degrade_batch(tasks[name], gt, lr_patch, g)
-        batches[name] = b
+    with exact_kernels():
+        for name, b in data.batches.items():
+            if b.lq is None:
+                # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches
+                # (StepData.pin_memory)
+                gt = decode_crops(b.crops, device) if b.gt is None else b.gt.to(device, non_blocking=True)
+                b = degrade_batch(tasks[name], gt, lr_patch, g)
+            batches[name] = b
     return dataclasses.replace(data, batches=batches, degrade_seed=None)
+
+
+@contextlib.contextmanager
+def exact_kernels() -> Iterator[None]:
+    """cuDNN and cuBLAS as a degradation needs them on a GPU, whatever the trainer chose for its model: no autotuning
+    (``cudnn.benchmark`` may pick another convolution algorithm, with other rounding, after a resume), deterministic
+    algorithms only, and no TF32 (its 10-bit mantissa moves a blur or an ``imresize`` by a fraction of a uint8
+    level, and the LR would no longer round like the official files). A no-op for CPU tensors."""
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True,
+                                        allow_tf32=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
 
 
 def degrade_on_device(setting: str) -> bool:

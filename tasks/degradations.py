@@ -185,6 +185,17 @@ def _gauss_taps(sigma: float) -> torch.Tensor:
     return torch.exp(-(t**2) / (2 * sigma**2))
 
 
+# the streaks' fixed point (`_rain_transmittance`): profile steps of 2^-13, strength steps of 2^-10 (under 0.15 of a
+# uint8 level from float); an entry is at most 2^23, so 2^8 streaks of one layer can cross one pixel before int32
+# overflows (heavy rain: about 1)
+_PROFILE_BITS, _STRENGTH_BITS = 13, 10
+
+
+def _fixed(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """``x`` in [0, 1] as int32 multiples of ``2^-bits`` (rounded)."""
+    return (x * 2.0**bits).round_().to(torch.int32)
+
+
 def _rain_transmittance(
     shape: tuple[int, int, int], params: RainParams, generator: torch.Generator | None, like: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +246,8 @@ def _rain_transmittance(
     y = (seeds[:, 0] * rows[lid]).long() - half[lid]
     c = (seeds[:, 1] * cols[lid]).long() - (tr + drift[lid])  # column where the streak crosses its seed row
     lid, y, c = lid.to(dev), y.to(dev), c.to(dev)
-    strength = (0.5 + 0.5 * seeds[:, 2]).to(dev, dt)  # the old seeds' strength, uniform in [0.5, 1)
+    # the old seeds' strength, uniform in [0.5, 1), in fixed point
+    strength = _fixed(0.5 + 0.5 * seeds[:, 2], _STRENGTH_BITS).to(dev)
 
     yy = torch.arange(-2 * rh, h + 2 * rh, device=dev)  # every row an entry can reach
     shift = tan[:, None] * (yy - (h - 1) / 2)  # (n, h + 4 rh): a streak's offset at each row, 0 mid-image
@@ -256,8 +268,10 @@ def _rain_transmittance(
     g = _gauss_taps(params.width).to(dev) if wr else None
     if g is not None:  # the width kernel along the streak (sum kept)
         profile = F.conv1d(profile[:, None], (g / g.sum()).view(1, 1, -1), padding=wr)[:, 0]
-    values = profile.to(dt).index_select(0, lid).mul_(strength[:, None])
-    buf = torch.zeros(n * hp * wa, device=dev, dtype=dt)
+    # in fixed point: integer sums are exact in any order, so the scatter gives the same bits on CUDA too, where a
+    # float scatter_add_ adds in the order of its atomics and a resumed run would not replay its rain
+    values = _fixed(profile, _PROFILE_BITS).index_select(0, lid).mul_(strength[:, None])
+    buf = torch.zeros(n * hp * wa, device=dev, dtype=torch.int32)
     buf.scatter_add_(0, idx.view(-1), values.view(-1))
     buf = buf.view(n, hp, wa)
 
@@ -270,10 +284,11 @@ def _rain_transmittance(
         var = 1 / (6 * cos**2) + var_g * (1 + tan**2)
         taps = torch.exp(-(d**2) / (2 * var[:, None, None]))
         taps = taps * (float(g.sum()) / cos[:, None, None] / taps.sum(-1, keepdim=True))
-    taps = taps.to(dt)
-    layer = buf[:, 1 : h + 1, c0 + tr : c0 + tr + w] * taps[..., 0:1]
+    taps = (taps * 2.0 ** -(_PROFILE_BITS + _STRENGTH_BITS)).to(dt)  # back from fixed point
+    area = buf[:, 1 : h + 1, c0 - tr : c0 + tr + w].to(dt)  # the columns the taps read, back to float once
+    layer = area[..., 2 * tr :] * taps[..., 0:1]
     for k in range(1, 2 * tr + 1):  # pixel x reads the buffer at x - (k - tr)
-        layer.addcmul_(buf[:, 1 : h + 1, c0 + tr - k : c0 + tr - k + w], taps[..., k : k + 1])
+        layer.addcmul_(area[..., 2 * tr - k : 2 * tr - k + w], taps[..., k : k + 1])
     layer = layer.clamp_(0, 1).mul_(-bright.to(dev, dt).view(n, 1, 1)).add_(1)  # 1 - streak intensity
     through = layer.view(b, params.layers, h, w)
     through = through[:, :1] if params.layers == 1 else through.prod(dim=1, keepdim=True)  # screen-combine

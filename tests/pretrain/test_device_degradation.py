@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from pretrain.data import ShardStream, expand_urls, worker_roles, degrade_on_device, degrade_pending, stream_tasks
+from pretrain.data import (ShardStream, expand_urls, worker_roles, degrade_on_device, degrade_pending, exact_kernels,
+                           stream_tasks)
+from restore.model import ARBITRARY_SCALE_TASK
+from tasks.registry import COMMON_TASKS
 from tests.pretrain.helpers import TINY_OVERRIDES, paired_folder
 from tests.pretrain.test_gpu_paths import gloo  # noqa: F401 - fixture
 
@@ -20,9 +24,9 @@ TASKS = ("sr_x2", "sr_any", "denoise_g25", "derain", "masked", "realsr_x2")
 FIELDS = ("lq", "gt", "mask", "coord", "cell")
 
 
-def _stream(urls, degrade: bool, **kw) -> ShardStream:
+def _stream(urls, degrade: bool, tasks: tuple[str, ...] = TASKS, **kw) -> ShardStream:
     args = dict(mode="edt", batch_size=2, lr_patch=8, dn_patch=16, seed=3, rank=1, world_size=2) | kw
-    return ShardStream(expand_urls(urls) if isinstance(urls, str) else urls, TASKS, degrade=degrade, **args)
+    return ShardStream(expand_urls(urls) if isinstance(urls, str) else urls, tasks, degrade=degrade, **args)
 
 
 def _assert_batches_equal(a, b) -> None:
@@ -59,6 +63,79 @@ def test_device_degradation_equals_the_workers(shard_set):
             if want is not None:
                 assert torch.equal(raw.batches[task].gt, want), task
         _assert_batches_equal(w, degrade_pending(raw, tasks, 8, torch.device("cpu")))
+
+
+# ops that sum into a float tensor through atomics on CUDA, so in another order each run: a degradation made of them
+# would not replay after a resume (and `torch.equal` of two GPU draws would fail); CPU kernels add in order and hide it
+_FLOAT_ATOMICS = {"scatter_add", "scatter_add_", "scatter_reduce", "scatter_reduce_", "index_add", "index_add_",
+                  "index_reduce", "index_reduce_", "bincount", "histc", "embedding_dense_backward"}
+_ACCUMULATE = {"index_put", "index_put_", "_index_put_impl_", "_unsafe_index_put", "put", "put_"}
+
+
+class _FloatAtomics(TorchDispatchMode):
+    """Records every op of `_FLOAT_ATOMICS` (and accumulating ``index_put``/``put``) that writes a float tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        accumulate = kwargs.get("accumulate", next((a for a in args[2:] if isinstance(a, bool)), False))
+        if name in _FLOAT_ATOMICS or (name in _ACCUMULATE and accumulate):
+            result = out[0] if isinstance(out, (tuple, list)) else out
+            if isinstance(result, torch.Tensor) and result.dtype.is_floating_point:
+                self.seen.add(name)
+        return out
+
+
+def test_degradations_sum_nothing_through_float_atomics(shard_set):
+    """Every task's degradation, run where a CPU test can watch its ops, adds into no float tensor by scatter: on
+    CUDA such a sum depends on the atomics' order, and ``degrade_on=device`` (the CUDA default) would no longer give
+    the same batch twice. (Rain scatters its streaks in fixed point for this reason.) The watch itself is checked
+    on a float ``scatter_add_``."""
+    names = COMMON_TASKS + (ARBITRARY_SCALE_TASK, "masked")
+    raw = next(iter(_stream(shard_set[0], degrade=False, tasks=names, lr_patch=4)))  # sr_x8: 32 px crops
+    tasks = stream_tasks(names)
+    with _FloatAtomics() as watch:
+        degraded = degrade_pending(raw, tasks, 4, "cpu")
+    assert all(b.lq is not None for b in degraded.batches.values()) and set(degraded.batches) == set(names)
+    assert not watch.seen, f"float atomics on CUDA: {sorted(watch.seen)}"
+    with _FloatAtomics() as watch:
+        torch.zeros(4).scatter_add_(0, torch.tensor([0, 0, 1]), torch.ones(3))
+        torch.zeros(4, dtype=torch.int32).scatter_add_(0, torch.tensor([0, 0]), torch.ones(2, dtype=torch.int32))
+    assert watch.seen == {"scatter_add_"}
+
+
+def test_degradation_runs_on_exact_kernels(shard_set, monkeypatch):
+    """Inside `degrade_pending` cuDNN neither autotunes nor uses TF32 or nondeterministic algorithms and matmuls
+    are full fp32, whatever the trainer set for its model (it sets ``cudnn.benchmark`` on CUDA); outside, the
+    trainer's settings come back."""
+    raw, tasks = next(iter(_stream(shard_set[0], degrade=False))), stream_tasks(TASKS)
+    seen = []
+    task = tasks["denoise_g25"]
+    degrade = task.degrade_with_mask
+
+    def watched(hr, generator=None):
+        cudnn = torch.backends.cudnn
+        seen.append((cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, torch.get_float32_matmul_precision()))
+        return degrade(hr, generator=generator)
+
+    object.__setattr__(task, "degrade_with_mask", watched)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    torch.set_float32_matmul_precision("high")
+    try:
+        degrade_pending(raw, tasks, 8, "cpu")
+        after = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert seen == [(False, True, False, "highest")]
+    assert after == (True, "high")
+    with exact_kernels():  # usable on its own, and it restores on the way out
+        assert not torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.benchmark
 
 
 def test_device_decoding_equals_the_workers(shard_set):
