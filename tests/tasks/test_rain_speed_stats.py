@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks import degradations as D
+from tasks import rain
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -91,7 +92,7 @@ def _old_add_rain(hr: torch.Tensor, level: str, generator) -> torch.Tensor:
         if level == "mixed" and bool(mask.any()):
             streaks[mask], haze[mask] = _old_rain_streaks((int(mask.sum()), h, w), params, generator, hr)
     if level != "mixed":
-        streaks, haze = _old_rain_streaks((b, h, w), D._RAIN_LEVELS[level], generator, hr)
+        streaks, haze = _old_rain_streaks((b, h, w), rain._RAIN_LEVELS[level], generator, hr)
     return (1 - haze) * (1 - (1 - hr) * (1 - streaks)) + haze
 
 
@@ -143,7 +144,7 @@ def _stats(fn, params, seeds, size=96):
 @pytest.mark.parametrize("level", ["light", "heavy"])
 @pytest.mark.parametrize("angle", [0.0, 20.0, -20.0])
 def test_sparse_rain_matches_the_dense_recipe_in_distribution(level, angle):
-    params = _fixed(D._RAIN_LEVELS[level], angle)
+    params = _fixed(rain._RAIN_LEVELS[level], angle)
     old = _stats(_old_rain_streaks, params, range(0, 12))
     new = _stats(D.rain_streaks, params, range(100, 112))
     # 48 images of 96 x 96: draw-to-draw spread of the means is ~2% (light) and <1% (heavy). Measured gaps: light
