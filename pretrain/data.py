@@ -285,15 +285,17 @@ def degrade_pending(data: StepData, tasks: dict[str, Task], lr_patch: int, devic
 
 @contextlib.contextmanager
 def exact_kernels() -> Iterator[None]:
-    """cuDNN and cuBLAS as a degradation needs them on a GPU, whatever the trainer chose for its model: no autotuning
-    (``cudnn.benchmark`` may pick another convolution algorithm, with other rounding, after a resume), deterministic
-    algorithms only, and no TF32 (its 10-bit mantissa moves a blur or an ``imresize`` by a fraction of a uint8
-    level, and the LR would no longer round like the official files). A no-op for CPU tensors."""
+    """Kernels as a degradation needs them, whatever the trainer chose for its model: no autocast (a bf16 matmul
+    would move ``imresize`` by whole uint8 levels), and on a GPU no cuDNN autotuning (``cudnn.benchmark`` may pick
+    another convolution algorithm, with other rounding, after a resume), deterministic algorithms only, and no TF32
+    (its 10-bit mantissa moves a blur or an ``imresize`` by a fraction of a level, and the LR would no longer round
+    like the official files)."""
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
         with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True,
-                                        allow_tf32=False):
+                                        allow_tf32=False), torch.autocast("cpu", enabled=False), \
+                torch.autocast("cuda", enabled=False):
             yield
     finally:
         torch.set_float32_matmul_precision(precision)

@@ -138,6 +138,16 @@ def test_degradation_runs_on_exact_kernels(shard_set, monkeypatch):
     assert torch.backends.cudnn.benchmark
 
 
+def test_degradation_ignores_the_callers_autocast(shard_set):
+    """Called under bf16 autocast (a training step's), the degradation still computes in fp32: the same batches as
+    without it (a bf16 matmul in ``imresize`` moved the LR by whole levels)."""
+    raw, tasks = next(iter(_stream(shard_set[0], degrade=False))), stream_tasks(TASKS)
+    want = degrade_pending(raw, tasks, 8, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = degrade_pending(raw, tasks, 8, "cpu")
+    _assert_batches_equal(want, got)
+
+
 def test_device_decoding_equals_the_workers(shard_set):
     """``decode_on=device``: the workers pass RGB JPEGs on undecoded with their drawn crop and flips, decode the
     other files (grayscale, CMYK, PNG) themselves; decoded and degraded on a CPU device, the batches are the
