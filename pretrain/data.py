@@ -55,8 +55,9 @@ from restore.model import ARBITRARY_SCALE_TASK
 from tasks.registry import MASK_PATCH, MASK_RATIO, Task, get_task, masked_task
 
 __all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "check_shards", "hr_patch", "task_plan",
-           "stream_tasks", "masked_l1", "degrade_batch", "degrade_pending", "worker_roles", "PendingCrop", "DECODE_ON", "degrade_on_device", "step_generator",
-           "DEGRADE_ON", "SKIP_KINDS", "SR_ANY_QUERIES"]
+           "stream_tasks", "masked_l1", "degrade_batch", "degrade_pending", "exact_kernels", "worker_roles",
+           "PendingCrop", "DECODE_ON", "degrade_on_device", "step_generator", "DEGRADE_ON", "SKIP_KINDS",
+           "SR_ANY_QUERIES"]
 
 log = logging.getLogger("pretrain.data")
 SKIP_KINDS = ("small", "corrupt", "bad_shard")
@@ -286,19 +287,30 @@ def degrade_pending(data: StepData, tasks: dict[str, Task], lr_patch: int, devic
 @contextlib.contextmanager
 def exact_kernels() -> Iterator[None]:
     """Kernels as a degradation needs them, whatever the trainer chose for its model: no autocast (a bf16 matmul
-    would move ``imresize`` by whole uint8 levels), and on a GPU no cuDNN autotuning (``cudnn.benchmark`` may pick
-    another convolution algorithm, with other rounding, after a resume), deterministic algorithms only, and no TF32
-    (its 10-bit mantissa moves a blur or an ``imresize`` by a fraction of a level, and the LR would no longer round
-    like the official files)."""
-    precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
+    would move ``imresize`` by whole uint8 levels), full-fp32 matmuls and convolutions (TF32's 10-bit mantissa, or
+    oneDNN's bf16, moves a blur or an ``imresize`` by a fraction of a level, and the LR would no longer round like
+    the official files), and no cuDNN autotuning (``cudnn.benchmark`` may pick another convolution algorithm, with
+    other rounding, after a resume) or nondeterministic cuDNN algorithms. Everything comes back on the way out.
+
+    The precision and cuDNN settings are process-wide: call it from the thread that trains (as `degrade_pending`
+    runs, in the step), not beside it from a prefetch thread.
+    """
+    # torch's fp32_precision knobs (the legacy allow_tf32 flags and set_float32_matmul_precision refuse to mix with
+    # them), each put back exactly: "none" means "inherit the global setting"
+    knobs = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul, torch.backends.mkldnn.conv)
+    saved = [k.fp32_precision for k in knobs]
+    cudnn = torch.backends.cudnn
     try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True,
-                                        allow_tf32=False), torch.autocast("cpu", enabled=False), \
-                torch.autocast("cuda", enabled=False):
+        for k in knobs:
+            k.fp32_precision = "ieee"
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=False, benchmark_limit=cudnn.benchmark_limit,
+                         deterministic=True, allow_tf32=False, fp32_precision="ieee",
+                         depthwise_kernel=cudnn.depthwise_kernel), \
+                torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
             yield
     finally:
-        torch.set_float32_matmul_precision(precision)
+        for k, value in zip(knobs, saved):
+            k.fp32_precision = value
 
 
 def degrade_on_device(setting: str) -> bool:

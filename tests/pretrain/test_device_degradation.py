@@ -8,6 +8,9 @@ checked where a GPU exists (`tests/benchmarks/gpu.sh` runs this file).
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -19,6 +22,7 @@ from tasks.registry import COMMON_TASKS
 from tests.pretrain.helpers import TINY_OVERRIDES, paired_folder
 from tests.pretrain.test_gpu_paths import gloo  # noqa: F401 - fixture
 
+imresize_module = importlib.import_module("tasks.imresize")  # `tasks.imresize` is the function
 # every kind of degradation: fixed-scale SR, arbitrary scale, noise, rain, masking, a blind pipeline
 TASKS = ("sr_x2", "sr_any", "denoise_g25", "derain", "masked", "realsr_x2")
 FIELDS = ("lq", "gt", "mask", "coord", "cell")
@@ -65,15 +69,30 @@ def test_device_degradation_equals_the_workers(shard_set):
         _assert_batches_equal(w, degrade_pending(raw, tasks, 8, torch.device("cpu")))
 
 
-# ops that sum into a float tensor through atomics on CUDA, so in another order each run: a degradation made of them
-# would not replay after a resume (and `torch.equal` of two GPU draws would fail); CPU kernels add in order and hide it
+# ops whose CUDA kernels give another result from run to run (torch's `use_deterministic_algorithms` list): sums
+# into a float tensor through atomics (their order varies), and writes where duplicate indices race. A degradation
+# made of them would not replay after a resume (and `torch.equal` of two GPU draws would fail); the CPU kernels add
+# and write in order and hide it
 _FLOAT_ATOMICS = {"scatter_add", "scatter_add_", "scatter_reduce", "scatter_reduce_", "index_add", "index_add_",
-                  "index_reduce", "index_reduce_", "bincount", "histc", "embedding_dense_backward"}
+                  "index_reduce", "index_reduce_", "bincount", "histc", "embedding_dense_backward", "cumsum",
+                  "cumsum_"}
 _ACCUMULATE = {"index_put", "index_put_", "_index_put_impl_", "_unsafe_index_put", "put", "put_"}
+_RACES = {"scatter", "scatter_", "index_copy", "index_copy_"}  # when two indices hit one element, any dtype
 
 
-class _FloatAtomics(TorchDispatchMode):
-    """Records every op of `_FLOAT_ATOMICS` (and accumulating ``index_put``/``put``) that writes a float tensor."""
+def _races(name: str, args: tuple) -> bool:
+    """Whether a `_RACES` op writes one element twice (its result then depends on which write lands last)."""
+    target, dim, index = args[0], args[1], args[2]
+    if name.startswith("index_copy"):
+        return index.unique().numel() < index.numel()
+    ones = torch.ones_like(index, dtype=torch.int32)
+    hits = torch.zeros(target.shape, dtype=torch.int32).scatter_add_(dim, index, ones)
+    return int(hits.max()) > 1
+
+
+class _NondeterministicOnCuda(TorchDispatchMode):
+    """Records every op of `_RACES` that writes an element twice, and of `_FLOAT_ATOMICS` and accumulating
+    ``index_put``/``put`` that write a float tensor."""
 
     def __init__(self):
         super().__init__()
@@ -84,58 +103,82 @@ class _FloatAtomics(TorchDispatchMode):
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
         accumulate = kwargs.get("accumulate", next((a for a in args[2:] if isinstance(a, bool)), False))
-        if name in _FLOAT_ATOMICS or (name in _ACCUMULATE and accumulate):
-            result = out[0] if isinstance(out, (tuple, list)) else out
-            if isinstance(result, torch.Tensor) and result.dtype.is_floating_point:
-                self.seen.add(name)
+        result = out[0] if isinstance(out, (tuple, list)) else out
+        floating = isinstance(result, torch.Tensor) and result.dtype.is_floating_point
+        if (name in _RACES and _races(name, args)) or (
+                floating and (name in _FLOAT_ATOMICS or (name in _ACCUMULATE and accumulate))):
+            self.seen.add(name)
         return out
 
 
-def test_degradations_sum_nothing_through_float_atomics(shard_set):
-    """Every task's degradation, run where a CPU test can watch its ops, adds into no float tensor by scatter: on
-    CUDA such a sum depends on the atomics' order, and ``degrade_on=device`` (the CUDA default) would no longer give
-    the same batch twice. (Rain scatters its streaks in fixed point for this reason.) The watch itself is checked
-    on a float ``scatter_add_``."""
+@pytest.mark.parametrize("scipy", [True, False], ids=["cpu-imresize", "gpu-imresize"])
+def test_degradations_use_nothing_nondeterministic_on_cuda(shard_set, monkeypatch, scipy):
+    """Every task's degradation, run where a CPU test can watch its ops, uses no op whose CUDA kernel varies from
+    run to run (float atomics, racing writes): ``degrade_on=device`` (the CUDA default) must give the same batch
+    twice. Rain scatters its streaks in fixed point for this reason. ``imresize`` is watched on both of its paths:
+    scipy's sparse product (CPU) and the torch ops a GPU runs. The watch itself is checked on a float
+    ``scatter_add_``."""
+    if not scipy:
+        monkeypatch.setattr(imresize_module, "_scipy_csr_matrix", lambda: None)
     names = COMMON_TASKS + (ARBITRARY_SCALE_TASK, "masked")
     raw = next(iter(_stream(shard_set[0], degrade=False, tasks=names, lr_patch=4)))  # sr_x8: 32 px crops
     tasks = stream_tasks(names)
-    with _FloatAtomics() as watch:
-        degraded = degrade_pending(raw, tasks, 4, "cpu")
+    with _NondeterministicOnCuda() as watch:
+        for step in range(3):  # several draws: the blind pipelines' random branches
+            degraded = degrade_pending(dataclasses.replace(raw, degrade_seed=raw.degrade_seed + step), tasks, 4,
+                                       "cpu")
     assert all(b.lq is not None for b in degraded.batches.values()) and set(degraded.batches) == set(names)
-    assert not watch.seen, f"float atomics on CUDA: {sorted(watch.seen)}"
-    with _FloatAtomics() as watch:
+    assert not watch.seen, f"nondeterministic on CUDA: {sorted(watch.seen)}"
+    with _NondeterministicOnCuda() as watch:
         torch.zeros(4).scatter_add_(0, torch.tensor([0, 0, 1]), torch.ones(3))
         torch.zeros(4, dtype=torch.int32).scatter_add_(0, torch.tensor([0, 0]), torch.ones(2, dtype=torch.int32))
-    assert watch.seen == {"scatter_add_"}
+        torch.arange(4.0).cumsum(0)
+        torch.zeros(2, 3).scatter_(1, torch.tensor([[0, 2], [1, 0]]), 1.0)  # distinct targets: deterministic
+    assert watch.seen == {"scatter_add_", "cumsum"}
+    with _NondeterministicOnCuda() as watch:
+        torch.zeros(2, 3).scatter_(1, torch.tensor([[0, 0], [1, 2]]), 1.0)
+    assert watch.seen == {"scatter_"}
+
+
+def _kernel_settings() -> tuple:
+    cudnn = torch.backends.cudnn
+    return (cudnn.enabled, cudnn.benchmark, cudnn.benchmark_limit, cudnn.deterministic, cudnn.fp32_precision,
+            cudnn.conv.fp32_precision, cudnn.depthwise_kernel, torch.backends.cuda.matmul.fp32_precision,
+            torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision)
 
 
 def test_degradation_runs_on_exact_kernels(shard_set, monkeypatch):
-    """Inside `degrade_pending` cuDNN neither autotunes nor uses TF32 or nondeterministic algorithms and matmuls
-    are full fp32, whatever the trainer set for its model (it sets ``cudnn.benchmark`` on CUDA); outside, the
-    trainer's settings come back."""
+    """Inside `degrade_pending` cuDNN neither autotunes nor uses TF32 or nondeterministic algorithms, and matmuls
+    and convolutions are full fp32 (cuBLAS and oneDNN), whatever the trainer set for its model (it sets
+    ``cudnn.benchmark`` on CUDA; TF32 here through torch's fp32_precision knobs); afterwards every setting is back."""
     raw, tasks = next(iter(_stream(shard_set[0], degrade=False))), stream_tasks(TASKS)
     seen = []
     task = tasks["denoise_g25"]
     degrade = task.degrade_with_mask
 
     def watched(hr, generator=None):
-        cudnn = torch.backends.cudnn
-        seen.append((cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, torch.get_float32_matmul_precision()))
+        seen.append(_kernel_settings())
         return degrade(hr, generator=generator)
 
     object.__setattr__(task, "degrade_with_mask", watched)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
-    torch.set_float32_matmul_precision("high")
+    knobs = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.mkldnn.matmul)
+    trainer_set = _kernel_settings()
     try:
+        for knob, value in zip(knobs, ("tf32", "tf32", "bf16")):
+            knob.fp32_precision = value
+        before = _kernel_settings()
         degrade_pending(raw, tasks, 8, "cpu")
-        after = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
+        after = _kernel_settings()
     finally:
-        torch.set_float32_matmul_precision("highest")
-    assert seen == [(False, True, False, "highest")]
-    assert after == (True, "high")
+        for knob, value in zip(knobs, (trainer_set[7], trainer_set[5], trainer_set[8])):
+            knob.fp32_precision = value
+    assert after == before
+    # cuDNN on/off, its benchmark limit and depthwise kernel as the trainer set them; the rest exact
+    assert seen == [(before[0], False, before[2], True, "ieee", "ieee", before[6], "ieee", "ieee", "ieee")]
     with exact_kernels():  # usable on its own, and it restores on the way out
         assert not torch.backends.cudnn.benchmark
-    assert torch.backends.cudnn.benchmark
+    assert _kernel_settings() == trainer_set
 
 
 def test_degradation_ignores_the_callers_autocast(shard_set):
