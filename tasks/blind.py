@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from tasks._batch import _check_images
 from tasks.blind_ops import (  # re-exported: the kernels and image operations live there
     KERNEL_TYPES, KernelSpec, _randn, bivariate_gaussian, bivariate_generalized_gaussian, bivariate_plateau,
     bsrgan_anisotropic_gaussian, bsrgan_fspecial_gaussian, bsrgan_shift_kernel, build_kernel, circular_lowpass_kernel,
@@ -564,8 +565,6 @@ def degrade(
 
     Image i is ``degrade_image(hr[i:i+1], ..., torch.Generator(device).manual_seed(image_seeds(B, generator)[i]))``.
     """
-    from tasks.degradations import _check_images
-
     _check_images(hr)
     if hr.shape[1] != 3:
         raise InputError(f"blind degradations take RGB batches (B, 3, H, W), got {hr.shape[1]} channels")

@@ -27,7 +27,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from tasks._batch import _check_images, _rand
 from tasks.imresize import imresize
+from tasks.rain import RAIN_HEAVY, RAIN_LIGHT, RainParams, add_rain, rain_streaks
 
 __all__ = [
     "bicubic_downscale",
@@ -43,23 +45,6 @@ __all__ = [
     "random_mask",
     "mask_images",
 ]
-
-
-def _check_images(x: torch.Tensor, name: str = "hr") -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (B, C, H, W) in [0, 1], got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"{name} must be a batch (B, C, H, W), got shape {tuple(x.shape)}; use x[None] for one image")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a float tensor in [0, 1], got {x.dtype}; divide uint8 images by 255")
-
-
-def _rand(shape: Sequence[int], generator: torch.Generator | None, like: torch.Tensor, normal: bool = False):
-    """Random numbers drawn on the generator's device (so a seed means the same numbers anywhere), moved to ``like``."""
-    device = generator.device if generator is not None else like.device
-    fn = torch.randn if normal else torch.rand
-    out = fn(tuple(shape), generator=generator, device=device, dtype=torch.float32)
-    return out.to(device=like.device, dtype=like.dtype)
 
 
 def bicubic_downscale(hr: torch.Tensor, scale: int, quantize: bool = True) -> torch.Tensor:
@@ -271,8 +256,3 @@ def mask_images(
     """
     mask = random_mask(hr, ratio, patch, generator)
     return hr.masked_fill(mask.bool(), 0.0), mask
-
-
-# rain lives in its own module (it is a third of the degradations' code) and uses this module's checks: imported
-# last, once those exist, so `tasks.degradations.add_rain` stays where the public API put it
-from tasks.rain import RAIN_HEAVY, RAIN_LIGHT, RainParams, add_rain, rain_streaks  # noqa: E402

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tasks.degradations import _check_images, _rand
+from tasks._batch import _check_images, _rand
 
 __all__ = ["RainParams", "RAIN_LIGHT", "RAIN_HEAVY", "rain_streaks", "add_rain"]
 
@@ -74,8 +74,8 @@ def _gauss_taps(sigma: float) -> torch.Tensor:
 
 
 # the streaks' fixed point (`_rain_transmittance`): profile steps of 2^-13, strength steps of 2^-10 (under 0.15 of a
-# uint8 level from float); an entry is at most 2^23, so 2^8 streaks of one layer can cross one pixel before int32
-# overflows (heavy rain: about 1)
+# uint8 level from float); an entry is at most 2^23, so 255 streaks of one layer can cross one pixel before int32
+# overflows (heavy rain: about 1; a custom RainParams would need a density and length far beyond rain's)
 _PROFILE_BITS, _STRENGTH_BITS = 13, 10
 
 

@@ -112,7 +112,7 @@ def test_the_reference_blur_is_the_line_kernel_convolution():
 # ----------------------------------------------------------------------------- statistics
 
 
-def _fixed(params: D.RainParams, angle: float) -> D.RainParams:
+def _at_angle(params: D.RainParams, angle: float) -> D.RainParams:
     """``params`` with its angle pinned (the layers still spread around it)."""
     return D.RainParams(params.layers, params.density, params.length, (angle, angle), params.angle_spread,
                         params.width, params.brightness, params.haze)
@@ -144,7 +144,7 @@ def _stats(fn, params, seeds, size=96):
 @pytest.mark.parametrize("level", ["light", "heavy"])
 @pytest.mark.parametrize("angle", [0.0, 20.0, -20.0])
 def test_sparse_rain_matches_the_dense_recipe_in_distribution(level, angle):
-    params = _fixed(rain._RAIN_LEVELS[level], angle)
+    params = _at_angle(rain._RAIN_LEVELS[level], angle)
     old = _stats(_old_rain_streaks, params, range(0, 12))
     new = _stats(D.rain_streaks, params, range(100, 112))
     # 48 images of 96 x 96: draw-to-draw spread of the means is ~2% (light) and <1% (heavy). Measured gaps: light
