@@ -66,8 +66,8 @@ def pipeline_rows(images: int, samples: int) -> list[Row]:
         urls = bench_pretrain.build(Path(d), images)
         for name, task_names in (("sr_x2,sr_x3,sr_x4 (LR 48)", ("sr_x2", "sr_x3", "sr_x4")),
                                  ("denoise_g25 (192)", ("denoise_g25",)), ("derain (192)", ("derain",))):
-            ref, ours, device, decode = bench_pretrain.stream_rates(urls, task_names, bench_pretrain.WHERE,
-                                                                    samples).values()
+            r = bench_pretrain.stream_rates(urls, task_names, bench_pretrain.WHERE, samples)
+            ref, ours, device, decode = r["none"], r["workers"], r["device"], r["decode"]
             rows.append(Row("data pipeline (CPU, 1 thread)", f"shard stream {name}: decode, crop, degrade, batch "
                             "(degrade_on=workers)", ours, ref, "samples/s/core", ours / ref,
                             reference_name="same without degradation", note="share of the decode+crop rate kept",

@@ -88,11 +88,6 @@ def stream_rates(urls: list[str], tasks: tuple[str, ...], wheres: tuple[str, ...
     return {w: statistics.median(r) for w, r in rates.items()}
 
 
-def stream_rate(urls: list[str], tasks: tuple[str, ...], where: str, samples: int) -> float:
-    """Samples/s of one worker's stream with the degradation ``where``: `stream_rates` of that setting alone."""
-    return stream_rates(urls, tasks, (where,), samples)[where]
-
-
 def device_degrade_rate(urls: list[str], tasks: tuple[str, ...], samples: int, device: str = "cpu") -> float:
     """Samples/s of the trainer's side of ``degrade_on=device``: `degrade_rate` of pre-read pending batches."""
     from pretrain.data import ShardStream

@@ -55,8 +55,8 @@ def cpu_rates(images: int, samples: int) -> dict[str, tuple[float, float]]:
     with tempfile.TemporaryDirectory() as d:
         urls = bench_pretrain.build(Path(d), images)
         for name, task_names in PIPELINES.items():
-            out[name] = tuple(bench_pretrain.stream_rates(urls, task_names, ("device", "workers", "decode"),
-                                                          samples).values())
+            r = bench_pretrain.stream_rates(urls, task_names, ("device", "workers", "decode"), samples)
+            out[name] = (r["device"], r["workers"], r["decode"])
     return out
 
 
