@@ -1,5 +1,5 @@
 """Degradation on the training device (issue 17, item 1): the workers decode, crop and augment only, and the trainer
-degrades the batch inside the step (`pretrain.data.degrade_pending`), still a function of (seed, step, rank).
+degrades the batch inside the step (`pretrain.degrade.degrade_pending`), still a function of (seed, step, rank).
 
 On a CPU device the batches are bit-identical to the worker-side ones, so a run trains to the same weights either
 way, and a resumed run equals the uninterrupted one. The CUDA case (another generator, same distributions) is
@@ -163,7 +163,7 @@ def test_degradation_runs_on_exact_kernels(shard_set, monkeypatch):
     object.__setattr__(task, "degrade_with_mask", watched)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     knobs = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.mkldnn.matmul)
-    trainer_set = _kernel_settings()
+    trainer_set, saved = _kernel_settings(), [knob.fp32_precision for knob in knobs]
     try:
         for knob, value in zip(knobs, ("tf32", "tf32", "bf16")):
             knob.fp32_precision = value
@@ -171,7 +171,7 @@ def test_degradation_runs_on_exact_kernels(shard_set, monkeypatch):
         degrade_pending(raw, tasks, 8, "cpu")
         after = _kernel_settings()
     finally:
-        for knob, value in zip(knobs, (trainer_set[7], trainer_set[5], trainer_set[8])):
+        for knob, value in zip(knobs, saved):
             knob.fp32_precision = value
     assert after == before
     # cuDNN on/off, its benchmark limit and depthwise kernel as the trainer set them; the rest exact
