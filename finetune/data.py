@@ -44,9 +44,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pretrain.data import (SKIP_KINDS, Batch, StepData, degrade_pending, degrade_seed, hr_patch, step_generator,
-                           stream_tasks, task_plan)
+from pretrain.batch import Batch, StepData
+from pretrain.data import SKIP_KINDS, degrade_seed, hr_patch, step_generator, stream_tasks, task_plan
 from pretrain.decode import apply_flips, draw_flips
+from pretrain.degrade import degrade_pending
 from restore.model import ARBITRARY_SCALE_TASK
 from tasks.errors import InputError
 from tasks.io import IMAGE_EXTENSIONS, list_images

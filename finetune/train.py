@@ -27,7 +27,7 @@ from finetune.data import DataError, build_stream, is_shard_spec, scan_training_
 from finetune.export import ExportInfo, export_model, metric_key, push_folder
 from finetune.init import InitResult, fit_tasks, load_init
 from pretrain.checkpoint import atomic_write_text, check_resume_dir, check_run_dir, checkpoint_config, run_dir_guard
-from pretrain.data import worker_roles
+from pretrain.degrade import worker_roles
 from pretrain.launch import DistInfo
 from pretrain.recipes import Recipe
 from pretrain.train import resume_point, run_training

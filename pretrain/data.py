@@ -14,18 +14,9 @@ resumes from a checkpoint sees exactly the batches the uninterrupted run would h
   main process keeps the position of the last *consumed* batch per sub-stream, which is what a checkpoint saves.
 - Crops, flips and rotations use a generator seeded from (seed, step, rank); the degradations (noise, rain, blur
   kernels, the masked task's masks, ``sr_any``'s scales, crops and query points) a second one, seeded from the same
-  triple (`StepData.degrade_seed`). The second generator lets the degradation move off the workers:
-
-Where the degradation runs (the recipe's ``degrade_on``, `degrade_on_device`): in the data-loader workers (on CPU:
-the default without a GPU), or on the training device inside the step (the default with CUDA). Then the workers
-only decode, crop and augment; their batches come with ``lq=None`` and the trainer calls `degrade_pending` on the
-device, batched per task, with a generator on that device seeded from ``degrade_seed``. Both places run the same
-function, so on a CPU device the batches are bit-identical; a CUDA generator (Philox) draws other numbers than a
-CPU one (MT19937) from the same seed, so on a GPU the degradations are a different draw of the same distributions,
-still a function of (seed, step, rank): exact resume holds either way. A blind pipeline's JPEG round trip stays on
-the CPU (libjpeg) inside it. With ``decode_on=device`` the workers do not decode RGB JPEGs either: they parse the
-header, draw the crop and flips, and pass the bytes on (`PendingCrop`); `degrade_pending` decodes the batch on the
-device in one call (nvjpeg on CUDA) before degrading it.
+  triple (`StepData.degrade_seed`). The second generator lets the degradation move off the workers: where it runs
+  (the workers or the training device) and how a pending batch is degraded there is `pretrain.degrade`; what a
+  step carries is `pretrain.batch`, and image decoding and the crop draws are `pretrain.decode`.
 
 Bad data never stops the run: an unreadable or truncated shard, a garbage member, or an image smaller than the
 patch is skipped, counted and (rate-limited) logged. A whole epoch without one usable sample raises, because that
@@ -37,21 +28,20 @@ sub-stream reads every shard), so `DataStream` warns on rank 0 with the number o
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import glob
 import logging
 import os
 import random
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pretrain.decode import PendingCrop, apply_flips, _decode_crop, draw_flips, _image_size, decode_crops
-from restore.model import ARBITRARY_SCALE_TASK
+from pretrain.batch import Batch, StepData
+from pretrain.decode import PendingCrop, apply_flips, _decode_crop, draw_flips, _image_size
+from pretrain.degrade import (DECODE_ON, DEGRADE_ON, SR_ANY_QUERIES, degrade_batch, degrade_on_device,  # noqa: F401
+                              degrade_pending, exact_kernels, worker_roles)
 from tasks.registry import MASK_PATCH, MASK_RATIO, Task, get_task, masked_task
 
 __all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "check_shards", "hr_patch", "task_plan",
@@ -61,68 +51,6 @@ __all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "che
 
 log = logging.getLogger("pretrain.data")
 SKIP_KINDS = ("small", "corrupt", "bad_shard")
-# HR pixels an sr_any patch is scored on: LIIF/LTE's sample_q (48 ** 2 for their 48 px LR patch); a smaller LR patch
-# scores lr_patch ** 2, the pixel count of its smallest HR crop (scale 1)
-SR_ANY_QUERIES = 2304
-# where the degradations run (the recipe's degrade_on; `degrade_on_device`)
-DEGRADE_ON = ("auto", "workers", "device")
-# where RGB JPEGs are decoded (the recipe's decode_on): the data-loader workers, or the training device (nvjpeg)
-DECODE_ON = ("workers", "device")
-
-
-@dataclass
-class Batch:
-    """One task's part of a step: ``lq`` (B, 3, h, w) model input, ``gt`` (B, 3, s*h, s*w) target, in [0, 1].
-
-    ``mask`` (B, 1, h, w), 1 on the pixels hidden from the input, comes with the masked task only: its loss scores
-    those pixels alone (`masked_l1`). None for every other task, whose loss scores the whole output.
-
-    ``coord`` and ``cell`` (B, Q, 2) come with ``sr_any`` only (`tasks.degradations.sr_any_batch`): the HR pixels the
-    loss scores, as the model's ``query_points`` takes them; its ``gt`` is then their values (B, Q, 3).
-
-    ``lq`` is None while the degradation is pending: ``gt`` then holds the augmented HR crops (B, 3, S, S) that
-    `degrade_pending` turns into the task's batch on the training device. With ``decode_on=device`` ``gt`` is None
-    too and ``crops`` holds the batch's images: a `PendingCrop` per RGB JPEG (decoded on the device), a ready
-    (3, S, S) uint8 patch per other file (decoded by the worker).
-    """
-
-    lq: torch.Tensor | None
-    gt: torch.Tensor | None
-    task: str
-    mask: torch.Tensor | None = None
-    coord: torch.Tensor | None = None
-    cell: torch.Tensor | None = None
-    crops: list | None = None
-
-    @property
-    def images(self) -> int:
-        return len(self.crops) if self.gt is None else self.gt.shape[0]
-
-
-@dataclass
-class StepData:
-    """What one training step consumes: one `Batch` per task in this step, and the stream bookkeeping."""
-
-    step: int
-    batches: dict[str, Batch]
-    stream: int = 0
-    position: dict[str, Any] = field(default_factory=dict)
-    keys: list[str] = field(default_factory=list)  # the samples' webdataset keys, for provenance and tests
-    degrade_seed: int | None = None  # set while some batch's degradation is pending (`degrade_pending`)
-
-    @property
-    def images(self) -> int:
-        return sum(b.images for b in self.batches.values())
-
-    def pin_memory(self) -> "StepData":
-        """Page-locked batches (``DataLoader(pin_memory=True)`` calls this in its pinning thread), so that the
-        trainer's ``non_blocking`` copies to the GPU overlap with compute. Needs CUDA."""
-        def pin(v: torch.Tensor | None) -> torch.Tensor | None:
-            return None if v is None else v.pin_memory()
-
-        self.batches = {t: Batch(pin(b.lq), pin(b.gt), b.task, pin(b.mask), pin(b.coord), pin(b.cell), b.crops)
-                        for t, b in self.batches.items()}
-        return self
 
 
 def masked_l1(out: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -246,92 +174,6 @@ def hr_patch(task: str, lr_patch: int, dn_patch: int) -> int:
     """
     scale = get_task(task).scale
     return lr_patch * scale if scale > 1 else dn_patch
-
-
-def degrade_batch(task: Task, gt: torch.Tensor, lr_patch: int, generator: torch.Generator) -> Batch:
-    """The `Batch` of ``task`` from augmented ground-truth crops ``gt`` (B, 3, S, S): the task's degradation (and
-    the masked task's mask), or for ``sr_any`` LIIF's sampling (`tasks.degradations.sr_any_batch`): a scale in
-    [1, 4] per patch, an LR patch of ``lr_patch`` px and ``min(SR_ANY_QUERIES, lr_patch ** 2)`` scored HR pixels."""
-    if task.name != ARBITRARY_SCALE_TASK:
-        lq, mask = task.degrade_with_mask(gt, generator=generator)
-        return Batch(lq=lq, gt=gt, task=task.name, mask=mask)
-    from tasks.degradations import sr_any_batch
-
-    b = sr_any_batch(gt, generator, lq_size=lr_patch, num_queries=min(SR_ANY_QUERIES, lr_patch * lr_patch))
-    return Batch(lq=b.lq, gt=b.gt, task=task.name, coord=b.coord, cell=b.cell)
-
-
-def degrade_pending(data: StepData, tasks: dict[str, Task], lr_patch: int, device: torch.device | str) -> StepData:
-    """``data`` with its pending batches (``lq`` None) degraded on ``device`` by `degrade_batch`, in task order,
-    from one generator on ``device`` seeded with ``data.degrade_seed``; ``data`` itself when nothing is pending.
-
-    The workers call it on the CPU (``degrade_on=workers``) and the trainer on its device inside the step
-    (``degrade_on=device``): one function, so the two places give bit-identical batches on a CPU device.
-    """
-    if data.degrade_seed is None:
-        return data
-    device = torch.device(device)
-    g = torch.Generator(device=device).manual_seed(data.degrade_seed)
-    batches = {}
-    with exact_kernels():
-        for name, b in data.batches.items():
-            if b.lq is None:
-                # non_blocking: a no-op for pageable memory, an overlapped copy for pinned batches
-                # (StepData.pin_memory)
-                gt = decode_crops(b.crops, device) if b.gt is None else b.gt.to(device, non_blocking=True)
-                b = degrade_batch(tasks[name], gt, lr_patch, g)
-            batches[name] = b
-    return dataclasses.replace(data, batches=batches, degrade_seed=None)
-
-
-@contextlib.contextmanager
-def exact_kernels() -> Iterator[None]:
-    """Kernels as a degradation needs them, whatever the trainer chose for its model: no autocast (a bf16 matmul
-    would move ``imresize`` by whole uint8 levels), full-fp32 matmuls and convolutions (TF32's 10-bit mantissa, or
-    oneDNN's bf16, moves a blur or an ``imresize`` by a fraction of a level, and the LR would no longer round like
-    the official files), and no cuDNN autotuning (``cudnn.benchmark`` may pick another convolution algorithm, with
-    other rounding, after a resume) or nondeterministic cuDNN algorithms. Everything comes back on the way out.
-
-    The precision and cuDNN settings are process-wide: call it from the thread that trains (as `degrade_pending`
-    runs, in the step), not beside it from a prefetch thread.
-    """
-    # torch's fp32_precision knobs (the legacy allow_tf32 flags and set_float32_matmul_precision refuse to mix with
-    # them), each put back exactly: "none" means "inherit the global setting"
-    knobs = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul, torch.backends.mkldnn.conv)
-    saved = [k.fp32_precision for k in knobs]
-    cudnn = torch.backends.cudnn
-    try:
-        for k in knobs:
-            k.fp32_precision = "ieee"
-        with cudnn.flags(enabled=cudnn.enabled, benchmark=False, benchmark_limit=cudnn.benchmark_limit,
-                         deterministic=True, allow_tf32=False, fp32_precision="ieee",
-                         depthwise_kernel=cudnn.depthwise_kernel), \
-                torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
-            yield
-    finally:
-        for k, value in zip(knobs, saved):
-            k.fp32_precision = value
-
-
-def degrade_on_device(setting: str) -> bool:
-    """Whether the recipe's ``degrade_on`` puts the degradations on the training device (else: in the workers).
-
-    ``auto`` is the device where CUDA trains (a GPU degrades a batch in well under a millisecond, where a CPU core
-    needs several per sample: `tests/benchmarks/bench_pretrain.py`), the workers on a CPU-only run, where the
-    device would be the main process's CPU and the workers run beside it.
-    """
-    if setting not in DEGRADE_ON:
-        raise ValueError(f"degrade_on={setting!r}: use one of {', '.join(DEGRADE_ON)}")
-    if setting == "auto":
-        return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") == "cuda"
-    return setting == "device"
-
-
-def worker_roles(degrade_on: str, decode_on: str = "workers") -> dict[str, bool]:
-    """The streams' ``degrade`` and ``decode`` arguments for a recipe's ``degrade_on`` and ``decode_on``: what the
-    data-loader workers do (decoding on the device takes the degradation there too)."""
-    decode = decode_on == "workers"
-    return {"degrade": decode and not degrade_on_device(degrade_on), "decode": decode}
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:

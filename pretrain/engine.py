@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.data import Batch, StepData, degrade_pending, masked_l1, stream_tasks
+from pretrain.batch import Batch, StepData
+from pretrain.data import masked_l1, stream_tasks
+from pretrain.degrade import degrade_pending
 from pretrain.recipes import Recipe
 
 __all__ = [

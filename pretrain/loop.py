@@ -18,7 +18,8 @@ import torch.distributed as dist
 from torch import nn
 
 from pretrain.checkpoint import save_checkpoint
-from pretrain.data import SKIP_KINDS, StepData
+from pretrain.batch import StepData
+from pretrain.data import SKIP_KINDS
 from pretrain.engine import Trainer
 from pretrain.telemetry import RunLogger
 

@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pretrain.data import DECODE_ON, DEGRADE_ON
+from pretrain.degrade import DECODE_ON, DEGRADE_ON
 from tasks.degradations import check_mask_options
 from tasks.registry import MASK_PATCH, MASK_RATIO
 

@@ -19,7 +19,9 @@ from torch import nn
 from pretrain.checkpoint import (
     atomic_write_text, checkpoint_config, latest_checkpoint, load_checkpoint, remove_incomplete,
 )
-from pretrain.data import DataStream, StepData, expand_urls, worker_roles
+from pretrain.batch import StepData
+from pretrain.data import DataStream, expand_urls
+from pretrain.degrade import worker_roles
 from pretrain.launch import DistInfo, init_distributed, setup_single_rank_env
 from pretrain.loop import LoopResult, train_loop
 from pretrain.recipes import Recipe

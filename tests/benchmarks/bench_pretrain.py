@@ -7,7 +7,7 @@
    the reference is decode + crop + flips only (identity degradation), then the real degradations in the worker
    (``degrade_on=workers``), then the worker of ``degrade_on=device`` (decode + crop + flips, the batch left
    pending), then the worker of ``decode_on=device`` (shard reading, JPEG headers and the crop draws only) and,
-   apart, the device's side (`pretrain.data.degrade_pending` on this CPU; on a GPU in `gpu.sh`).
+   apart, the device's side (`pretrain.degrade.degrade_pending` on this CPU; on a GPU in `gpu.sh`).
    Ratios are against the reference in the same process.
 2. The smoke recipe trains in this process as one DeepSpeed rank (ZeRO-2, fp32) on the same shards; the reference is
    a plain PyTorch AdamW loop on one pre-made batch (no data loading, no DeepSpeed).
@@ -99,7 +99,7 @@ def device_degrade_rate(urls: list[str], tasks: tuple[str, ...], samples: int, d
 
 
 def degrade_rate(pending: list, tasks: dict, lr_patch: int, device: torch.device) -> float:
-    """Samples/s of `pretrain.data.degrade_pending` (decoding included for ``decode_on=device`` batches) over
+    """Samples/s of `pretrain.degrade.degrade_pending` (decoding included for ``decode_on=device`` batches) over
     ``pending`` on ``device``, synchronised on CUDA; the worker's decode and crop excluded."""
     from pretrain.data import degrade_pending
 
