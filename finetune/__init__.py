@@ -4,7 +4,7 @@ and Hub publication. It reuses `pretrain`'s engine, loop, checkpoints and export
     finetune --init org/restore-edt-b --task sr_x4 --train data/DF2K --val Set5 Set14 --recipe edt --out runs/ft
 
 Python: `finetune.train.run_finetune(FinetuneConfig(...))`, `finetune.recipes.get_recipe`,
-`finetune.data.scan_training_data`, `finetune.init.load_init`, `finetune.export.push_folder`.
+`finetune.pairs.scan_training_data` (also `finetune.data`'s), `finetune.init.load_init`, `finetune.export.push_folder`.
 Submodules are imported on use: importing `finetune` does not import deepspeed.
 """
 

@@ -55,7 +55,7 @@ def test_scan_names_each_unreadable_file_and_trains_on_the_rest(tmp_path, caplog
     _cut(root / "cut.png", "PNG")
     (root / "text.jpg").write_text("not an image")
     late = _cut(root / "late.jpg", "JPEG")  # its header reads: the scan keeps it, training finds it out
-    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+    with caplog.at_level(logging.WARNING, logger="finetune.pairs"):
         data = scan_training_data([str(root)], ["sr_x2"], lr_patch=8, dn_patch=16)
     skipped = dict(data.skipped)
     assert sorted(Path(p).name for p in skipped) == ["cut.png", "text.jpg", "zero.png"]

@@ -14,7 +14,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from pretrain.data import Batch, StepData
 from pretrain.engine import (EMA, MultiTask, _patch_features, build_ds_config, enable_activation_checkpointing,
