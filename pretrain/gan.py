@@ -25,6 +25,7 @@ from torch import nn
 from pretrain.engine import build_ds_config, lr_lambda
 from pretrain.losses import PerceptualLoss, UNetDiscriminatorSN, discriminator_gan_loss, generator_gan_loss
 from pretrain.recipes import Recipe
+from tasks.seeding import cpu_seeded
 
 __all__ = ["GANStage", "DISCRIMINATOR_DIR", "DISCRIMINATOR_WEIGHTS", "check_gan_patches"]
 
@@ -62,9 +63,8 @@ class GANStage:
 
         check_gan_patches(recipe)
         self.recipe = recipe
-        # the same initial weights on every rank, and the training's random stream left as it was
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(recipe.seed)
+        # the same initial weights on every rank, and the training's random streams (CPU and CUDA) left as they were
+        with cpu_seeded(recipe.seed):
             disc = UNetDiscriminatorSN(3, recipe.disc_feat)
             self.perceptual = (PerceptualLoss(random_init=recipe.perceptual_random_init).to(device)
                                if recipe.perceptual_weight > 0 else None)

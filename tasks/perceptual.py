@@ -24,6 +24,7 @@ import torch
 
 from tasks.errors import InputError
 from tasks.metrics import quantize
+from tasks.seeding import cpu_seeded
 
 __all__ = ["LPIPSMetric", "NETS", "BACKBONES", "backbone_weights_path"]
 
@@ -71,9 +72,8 @@ def _build(net: str, backbone: str) -> torch.nn.Module:
     lpips = _import_lpips()
     # lpips builds the backbone with torchvision's random init, then the linear layers; seed 0 makes the random
     # backbone reproducible, and forking keeps the caller's global RNG where it was
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    with cpu_seeded(0), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's deprecation of `pretrained=` inside lpips
-        torch.manual_seed(0)
         model = lpips.LPIPS(pretrained=False, net=net, version=_VERSION, pnet_rand=True, verbose=False)
     linear = Path(lpips.__file__).parent / "weights" / f"v{_VERSION}" / f"{net}.pth"
     _load_exactly(model, torch.load(linear, map_location="cpu", weights_only=True), str(linear), prefix="lin")

@@ -161,6 +161,34 @@ def test_discriminator_step_equals_a_plain_pytorch_step(gloo, kind):
         assert torch.allclose(after[k], v, atol=1e-6), k
 
 
+def test_seeded_builds_leave_every_random_stream_of_the_run_alone(gloo, monkeypatch):
+    """The discriminator (and LPIPS's random backbone) are built from fixed seeds in the middle of a run. With
+    ``torch.manual_seed`` there every GPU would be reseeded, which ``fork_rng(devices=[])`` does not restore: each
+    rank would leave with the same CUDA stream (the same dropout and stochastic-depth masks). Checked on CPU by
+    recording what would reach the GPUs."""
+    from pretrain.gan import GANStage
+    from tasks.perceptual import LPIPSMetric
+    from tasks.seeding import cpu_seeded
+
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded.append)
+    torch.manual_seed(123)  # the run's own seeding: this one reaches the GPUs
+    assert reseeded == [123]
+    cpu_before = torch.random.get_rng_state()
+    with cpu_seeded(3):
+        first = torch.rand(4)
+    with cpu_seeded(3):
+        assert torch.equal(torch.rand(4), first)
+    assert torch.equal(torch.random.get_rng_state(), cpu_before)
+    stage = GANStage(_recipe(), micro_batch=2, world_size=1, device=torch.device("cpu"))
+    LPIPSMetric("alex", backbone="random")
+    assert reseeded == [123], "a seeded build reseeded the CUDA streams"
+    assert torch.equal(torch.random.get_rng_state(), cpu_before)
+    again = GANStage(_recipe(), micro_batch=2, world_size=1, device=torch.device("cpu"))
+    for k, v in stage.module.state_dict().items():  # and the seed still fixes the discriminator
+        assert torch.equal(again.module.state_dict()[k], v), k
+
+
 class Stream:
     """Random (lq, gt) batches that depend only on the step (a resumed stream continues the same sequence)."""
 
