@@ -362,10 +362,11 @@ class EDTBody(nn.Module):
         key = (height, width, device, dtype)
         if key not in self._masks:
             short, long = self.window_size
-            self._masks[key] = tuple(
-                shifted_window_mask(height, width, win, (win[0] // 2, win[1] // 2)).to(device=device, dtype=dtype)
-                for win in ((short, long), (long, short))
-            )
+            with torch.inference_mode(False):  # a mask first built for inference also serves training
+                self._masks[key] = tuple(
+                    shifted_window_mask(height, width, win, (win[0] // 2, win[1] // 2)).to(device=device, dtype=dtype)
+                    for win in ((short, long), (long, short))
+                )
             if len(self._masks) > 16:  # a long-running server sees many sizes; keep the cache bounded
                 self._masks.pop(next(iter(self._masks)))
         return self._masks[key]

@@ -152,14 +152,18 @@ def relative_position_index(ws_q: int, ws_k: int | None = None) -> torch.Tensor:
     window is centred on the query window.
     """
     ws_k = ws_q if ws_k is None else ws_k
-    # explicit CPU: the result is cached, and must not inherit a `with torch.device("meta")` context
-    grid = lambda n: torch.stack(torch.meshgrid(*[torch.arange(n, device="cpu")] * 2, indexing="ij")).flatten(1)  # noqa: E731
-    q, k = grid(ws_q), grid(ws_k)  # (2, Nq), (2, Nk)
-    if ws_k == ws_q:
-        rel = q[:, :, None] - k[:, None, :] + (ws_q - 1)  # (2, Nq, Nk), query minus key, in [0, 2ws-2]
-    else:
-        rel = k[:, None, :] - q[:, :, None] + (ws_q - ws_k + 1)  # key minus query, shifted to start at 0
-    return rel[0] * (ws_q + ws_k - 1) + rel[1]
+    # the result is cached for the whole process: explicit CPU, so that it does not inherit a `with
+    # torch.device("meta")` context, and never an inference tensor (a model built under `torch.inference_mode()`
+    # first would leave every later one of this window size unable to train: "Inference tensors cannot be saved
+    # for backward")
+    with torch.inference_mode(False):
+        grid = lambda n: torch.stack(torch.meshgrid(*[torch.arange(n, device="cpu")] * 2, indexing="ij")).flatten(1)  # noqa: E731
+        q, k = grid(ws_q), grid(ws_k)  # (2, Nq), (2, Nk)
+        if ws_k == ws_q:
+            rel = q[:, :, None] - k[:, None, :] + (ws_q - 1)  # (2, Nq, Nk), query minus key, in [0, 2ws-2]
+        else:
+            rel = k[:, None, :] - q[:, :, None] + (ws_q - ws_k + 1)  # key minus query, shifted to start at 0
+        return rel[0] * (ws_q + ws_k - 1) + rel[1]
 
 
 def shift_window_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
@@ -191,7 +195,8 @@ class ShiftMaskCache:
         if mask is None:
             if len(self._masks) >= self.max_entries:  # tiled inference sees few sizes; bound memory anyway
                 self._masks.pop(next(iter(self._masks)))
-            mask = shift_window_mask(h, w, self.window_size, self.shift_size).to(device)
+            with torch.inference_mode(False):  # a mask first built for inference also serves training
+                mask = shift_window_mask(h, w, self.window_size, self.shift_size).to(device)
             self._masks[key] = mask
         return mask
 

@@ -273,6 +273,49 @@ def test_activation_checkpointing_recomputes_each_block_once(variant, arch, bloc
     assert sorted(set(counts.values())) == [2] and len(counts) == len(blocks)
 
 
+def _cached_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    """What the bodies cache per input size (shift masks: SwinIR/HAT's `ShiftMaskCache`, EDT's ``masks``) and
+    their buffers (the relative position indices, cached per process)."""
+    from restore.families.swinir import ShiftMaskCache
+
+    out = list(model.buffers())
+    for m in model.modules():
+        caches = [m._masks] if isinstance(getattr(m, "_masks", None), dict) else []
+        caches += [v._masks for v in vars(m).values() if isinstance(v, ShiftMaskCache)]
+        for cache in caches:
+            for v in cache.values():
+                out += list(v) if isinstance(v, tuple) else [v]
+    return out
+
+
+@pytest.mark.parametrize("variant,arch", [
+    ("edt_tiny", {"window_size": [4, 8], "head_depth": 1}),
+    ("swinir", dict(embed_dim=12, depths=[2], num_heads=[2], window_size=4)),
+    ("hat", dict(embed_dim=12, depths=[2], num_heads=[2], window_size=4, compress_ratio=3, squeeze_factor=6)),
+])
+def test_what_inference_fills_the_caches_with_still_trains(variant, arch):
+    """Inference first, then training, in one process (validation before training, a notebook, a server that
+    fine-tunes): the tensors the bodies cache must not be inference tensors. A shift mask built under
+    ``torch.inference_mode()`` broke the next training step on CUDA only (the fused SDPA kernels save the mask
+    for backward); a position index cached so broke every later model of that window size, CPU included."""
+    from restore.families.swinir import relative_position_index
+    from restore.model import RestorationModel
+
+    relative_position_index.cache_clear()
+    with torch.inference_mode():  # a model built for inference first fills the process-wide index cache
+        RestorationModel(variant, tasks=["sr_x2"], arch=arch)
+    torch.manual_seed(0)
+    model = RestorationModel(variant, tasks=["sr_x2"], arch=arch)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        model.eval()(x, "sr_x2")
+    cached = _cached_tensors(model)
+    assert len(cached) > len(list(model.buffers())), "no shift mask was cached: the test checks nothing"
+    assert not [t.shape for t in cached if t.is_inference()]
+    model.train()(x, "sr_x2").mean().backward()
+    assert all(p.grad is not None for p in model.body.parameters() if p.requires_grad)
+
+
 # --------------------------------------------------------------------------- 7, 8: ranks, seeds, devices
 
 
