@@ -61,9 +61,16 @@ def _decode(sample: dict[str, Any]) -> np.ndarray:
 
 def _jpeg_rgb(data: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor | list[torch.Tensor]:
     """(3, H, W) uint8 RGB of a JPEG's bytes (uint8 tensor), or a list of them for a list, decoded by torchvision
-    on ``device`` (libjpeg-turbo on the CPU, nvjpeg on CUDA)."""
+    on ``device`` (libjpeg-turbo on the CPU, nvjpeg on CUDA).
+
+    On CUDA the caller's stream is drained first: torchvision allocates nvjpeg's outputs on that stream, and the
+    decode (nvjpeg's hardware engine in particular) can write them before kernels still queued there have finished
+    reading the recycled memory, corrupting tensors of the training step (pytorch/vision PR #9606, torchcodec
+    PR #1634, which adds the same wait)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    if torch.device(device).type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
     with quiet_codecs():
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 

@@ -29,7 +29,8 @@ Step by step, with the expected time on one H100/H200 (each timed loop also stop
    alternating), and ours in bf16 autocast. Without spandrel installed the spandrel rows are left out.
 
 In all about 4-5 minutes with imports and DeepSpeed's start; gpu.sh kills it at 8. A failing section leaves a
-FAILED row and the others still run. Without CUDA it prints why and exits 1 (the CPU suite is `make bench`).
+FAILED row and the others still run; the JSON is rewritten after every section, so a timeout or a
+hang keeps the rows measured before it. Without CUDA it prints why and exits 1 (the CPU suite is `make bench`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import time
 
 import torch
 
-from common import Row, alternate, emit, machine, parser, setup, time_ratio_note
+from common import Row, alternate, emit, machine, parser, setup, time_ratio_note, write_rows
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets; --peak-tflops overrides.
 PEAKS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0,
@@ -243,9 +244,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"bench_gpu.py: no CUDA device visible to torch {torch.__version__} (CUDA build: "
                  f"{torch.version.cuda or 'no, a CPU build'}); nothing measured")
     setup(args)
-    # fp32 rows are fp32 on both sides (no TF32); the current API, where this torch has it
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    # fp32 rows are fp32 on both sides: no TF32 in matmuls nor in cuDNN's convolutions (whose default is TF32);
+    # the current API, where this torch has it
+    for knob in (torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)):
+        if hasattr(knob, "fp32_precision"):
+            knob.fp32_precision = "ieee"
     name = torch.cuda.get_device_name(0)
     peak = args.peak_tflops or peak_tflops(name)
     print(f"{name}: bf16 peak {peak} TFLOP/s" + ("" if peak else " unknown (pass --peak-tflops for MFU)"))
@@ -268,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
                       ("data pipeline", lambda: sec.pipeline_rows(cuda)),
                       ("latency", lambda: latency_rows(args.repeats, b))):
         t = time.perf_counter()
+        torch.cuda.reset_peak_memory_stats()  # each section's "peak" is its own
         try:
             out = fn()
             rows += out if isinstance(out, list) else [out]
@@ -275,9 +279,10 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(Row("GPU", f"{label}: FAILED", float("nan"), None, "s", None,
                             note=f"{type(err).__name__}: {str(err)[:200]}", machine=machine("cuda")))
         print(f"{label}: {time.perf_counter() - t:.0f} s", flush=True)
-        sys.stdout.flush()
-    for r in rows:
-        r.command = "tests/benchmarks/gpu.sh"
+        for r in rows:
+            r.command = "tests/benchmarks/gpu.sh"
+        if args.json:  # after every section: gpu.sh's timeout, or a hang, keeps the rows measured so far
+            write_rows(rows, args.json)
     emit(rows, args, f"GPU ({name})")
 
 

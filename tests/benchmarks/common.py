@@ -170,10 +170,15 @@ def emit(rows: list[Row], args: argparse.Namespace, title: str) -> None:
     """Print the rows, and write them to ``--json`` atomically."""
     print(f"\n## {title}\n\n{markdown(rows)}\n", flush=True)
     if args.json:
-        path = Path(args.json)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps([asdict(r) for r in rows], indent=1))
-        os.replace(tmp, path)
+        write_rows(rows, args.json)
+
+
+def write_rows(rows: list[Row], path: str | os.PathLike) -> None:
+    """The rows as JSON at ``path``, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    os.replace(tmp, path)
 
 
 def peak_rss_mb() -> float:
