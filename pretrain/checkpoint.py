@@ -149,6 +149,7 @@ def load_checkpoint(trainer, path: str | Path, *, rank: int) -> dict[str, Any]:
     path = Path(path)
     if not (path / COMPLETE).exists():
         raise FileNotFoundError(f"{path} has no {COMPLETE} marker: it was interrupted mid-write; resume from another")
+    _check_world_size(path, trainer.recipe.zero_stage)
     load_path, _client = trainer.engine.load_checkpoint(
         str(path.parent), tag=path.name, load_optimizer_states=True, load_lr_scheduler_states=True
     )
@@ -170,6 +171,28 @@ def load_checkpoint(trainer, path: str | Path, *, rank: int) -> dict[str, Any]:
     state = json.loads(rank_file.read_text())
     _set_rng_state(state["rng"], load_file(str(path / f"rank-{rank}-rng.safetensors")))
     return {"step": state["step"], "data": state["data"]}
+
+
+def _check_world_size(path: Path, zero_stage: int) -> None:
+    """Refuse (`InputError`) to resume a ZeRO >= 1 checkpoint on another number of ranks than saved it.
+
+    ZeRO partitions the optimizer state per data-parallel rank, and DeepSpeed's ``load_checkpoint`` cannot
+    repartition it (``ZeRORuntimeException``, "Automatic adjustment of ZeRO's optimizer state partitioning with a
+    new world size is not currently supported"). Every rank raises the same error, before any rank loads, so
+    none waits in a collective. ZeRO-0 checkpoints resume on any world size (each rank's data stream restarts).
+    """
+    import torch.distributed as dist
+
+    from tasks.errors import InputError
+
+    saved = len(list(path.glob("rank-*.json")))  # each rank writes its own (save_checkpoint)
+    now = dist.get_world_size() if dist.is_initialized() else 1
+    if zero_stage >= 1 and saved and saved != now:
+        raise InputError(
+            f"--resume {path}: saved by {saved} rank(s), this run has {now}; ZeRO-{zero_stage} keeps the optimizer "
+            f"state split per rank and DeepSpeed cannot re-split it: resume with {saved} rank(s), or fine-tune from "
+            f"its weights ({WEIGHTS_NAME}) with finetune --init {path}"
+        )
 
 
 # --------------------------------------------------------------------------------------------- the run folder

@@ -25,7 +25,7 @@ from tasks.errors import InputError
 
 __all__ = [
     "DistInfo", "setup_single_rank_env", "rendezvous_env", "skip_shm_op_build", "free_port", "dist_info",
-    "init_distributed", "cuda_device_index", "DEFAULT_MASTER_PORT",
+    "init_distributed", "cuda_device_index", "local_device_env", "DEFAULT_MASTER_PORT",
 ]
 
 
@@ -147,15 +147,31 @@ def init_distributed() -> DistInfo:
 
     info = dist_info()
     if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu":
-        index = cuda_device_index(info.local_rank, torch.cuda.device_count())
-        if index != info.local_rank:  # DeepSpeed places its engine on cuda:LOCAL_RANK: make that the one GPU we see
-            os.environ["LOCAL_RANK"] = str(index)
-            info = DistInfo(info.rank, info.world_size, index)
+        index, update = local_device_env(os.environ, torch.cuda.device_count())
+        os.environ.update(update)
+        info = DistInfo(info.rank, info.world_size, index)
         torch.cuda.set_device(index)
         deepspeed.init_distributed(dist_backend="nccl")
     else:
         _init_gloo_retrying(deepspeed)
     return info
+
+
+def local_device_env(env: Mapping[str, str], visible: int) -> tuple[int, dict[str, str]]:
+    """This rank's CUDA device (`cuda_device_index`) and the variables to change so that DeepSpeed agrees.
+
+    DeepSpeed places its engine on ``cuda:LOCAL_RANK``, so a rank that sees one GPU (index 0) gets LOCAL_RANK=0;
+    under mpirun ``OMPI_COMM_WORLD_LOCAL_RANK`` follows, as DeepSpeed's engine asserts the two are equal
+    (``DeepSpeedEngine._configure_with_arguments``: "conflicting local rank info").
+    """
+    local_rank = int(env.get("LOCAL_RANK", 0))
+    index = cuda_device_index(local_rank, visible)
+    if index == local_rank:
+        return index, {}
+    update = {"LOCAL_RANK": str(index)}
+    if "OMPI_COMM_WORLD_LOCAL_RANK" in env:
+        update["OMPI_COMM_WORLD_LOCAL_RANK"] = str(index)
+    return index, update
 
 
 def cuda_device_index(local_rank: int, visible: int) -> int:

@@ -18,7 +18,7 @@ import torch
 from pretrain.data import Batch, StepData
 from pretrain.engine import (EMA, MultiTask, _patch_features, build_ds_config, enable_activation_checkpointing,
                              supcon_loss)
-from pretrain.launch import DEFAULT_MASTER_PORT, cuda_device_index, rendezvous_env
+from pretrain.launch import DEFAULT_MASTER_PORT, cuda_device_index, local_device_env, rendezvous_env
 from pretrain.recipes import smoke
 from tasks.errors import InputError
 from tests.pretrain.helpers import REPO
@@ -368,6 +368,41 @@ def test_cuda_device_of_a_rank():
     assert cuda_device_index(3, 1) == 0  # srun --gpus-per-task=1: each task sees its GPU as device 0
     with pytest.raises(InputError, match="LOCAL_RANK=3"):
         cuda_device_index(3, 2)
+
+
+def test_a_rank_with_one_visible_gpu_tells_deepspeed_one_local_rank(gloo, monkeypatch):
+    """mpirun with one GPU per rank (CUDA_VISIBLE_DEVICES set per rank): every rank binds cuda:0, so LOCAL_RANK
+    becomes 0; OMPI_COMM_WORLD_LOCAL_RANK must follow, or DeepSpeed's engine asserts "conflicting local rank info"
+    on every rank but the first of each node. The real engine (gloo, CPU) checks the variables."""
+    env = {**MPI, "LOCAL_RANK": "1"}
+    assert local_device_env(env, 8) == (1, {})
+    assert local_device_env(env, 1) == (0, {"LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_RANK": "0"})
+    assert local_device_env({"LOCAL_RANK": "2"}, 1) == (0, {"LOCAL_RANK": "0"})  # srun: no OMPI variables
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")  # what the rank had before the update
+    with pytest.raises(AssertionError, match="conflicting local rank"):
+        make_trainer(tiny_recipe(ema=0))
+    for k, v in local_device_env(env, 1)[1].items():
+        monkeypatch.setenv(k, v)
+    make_trainer(tiny_recipe(ema=0))
+
+
+def test_resuming_zero_state_on_another_world_size_is_refused_clearly(fp32_trainer, tmp_path):
+    """ZeRO splits the optimizer state per rank and DeepSpeed cannot re-split it on load: a checkpoint saved by
+    two ranks resumed by one is an InputError naming both counts and the fix, before DeepSpeed's own exception."""
+    import json
+
+    from pretrain.checkpoint import load_checkpoint, save_checkpoint
+
+    trainer = fp32_trainer
+    assert trainer.recipe.zero_stage >= 1
+    path = save_checkpoint(trainer, tmp_path, 3, rank=0, data_state={"step": 3}, recipe=trainer.recipe.to_dict(),
+                           info={}, keep_last=2)
+    (path / "rank-1.json").write_text(json.dumps({"step": 3}))  # as a second rank of the saving run left it
+    with pytest.raises(InputError, match=r"saved by 2 rank\(s\), this run has 1.*finetune --init"):
+        load_checkpoint(trainer, path, rank=0)
+    (path / "rank-1.json").unlink()
+    assert load_checkpoint(trainer, path, rank=0)["step"] == 3
 
 
 def test_ranks_share_initial_weights_but_not_random_streams():
