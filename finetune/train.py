@@ -28,7 +28,7 @@ from finetune.export import ExportInfo, export_model, metric_key, push_folder
 from finetune.init import InitResult, fit_tasks, load_init
 from pretrain.checkpoint import atomic_write_text, check_resume_dir, check_run_dir, checkpoint_config, run_dir_guard
 from pretrain.degrade import worker_roles
-from pretrain.launch import DistInfo
+from pretrain.launch import DistInfo, setup_single_rank_env
 from pretrain.recipes import Recipe
 from pretrain.train import resume_point, run_training
 from restore.model import RestorationModel
@@ -214,8 +214,10 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         datasets=[cfg.data_name] if cfg.data_name else (data.names if data else [recipe.data_name]),
         model_name=cfg.model_name, repo_id=cfg.push_to_hub, added_tasks=init.added_tasks, val_specs=list(cfg.val),
     )
-    # a run that dies before its first checkpoint takes what it wrote with it, so that the rerun finds the folder free
-    with run_dir_guard(out, rank=int(os.environ.get("RANK", "0"))):
+    # a run that dies before its first checkpoint takes what it wrote with it, so that the rerun finds the folder
+    # free; rank 0 removes it, so each process must know its rank first: srun/mpirun set only their own variables
+    setup_single_rank_env()
+    with run_dir_guard(out, rank=int(os.environ["RANK"])):
         result = _train(cfg, recipe, init, info, out, data, resume_path)
     return result
 

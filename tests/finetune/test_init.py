@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from finetune.cli import main
 from finetune.init import fit_tasks, load_init
@@ -92,3 +94,40 @@ def test_a_fresh_runs_model_is_the_same_in_every_process():
         torch.manual_seed(noise)  # another process's starting point
         states.append(_load_init(cfg).model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.parametrize("launcher,removed", [
+    ({}, True),  # a plain process: rank 0 of 1, which cleans up the failed fresh run
+    ({"SLURM_STEP_ID": "0", "SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8",
+      "SLURM_LOCALID": "3", "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.7"}, False),  # srun's rank 3 leaves it to rank 0
+])
+def test_only_rank_zero_cleans_up_a_failed_fresh_run(tmp_path, monkeypatch, launcher, removed):
+    """Under srun (no --local_rank, RANK unset) every task took itself for rank 0 in the clean-up guard, so a rank
+    failing early could delete the folder rank 0 was writing. The training itself is replaced by a failure: what
+    is checked is who removes the folder."""
+    import os
+
+    import finetune.train as ft
+    from finetune.recipes import get_recipe
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(k, "")  # recorded, so that what run_finetune sets is undone after the test
+        monkeypatch.delenv(k)
+    for k, v in launcher.items():
+        monkeypatch.setenv(k, v)
+    train = tmp_path / "train"
+    train.mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(train / "a.png")
+
+    def fails(_cfg, _recipe, _init, _info, out, *_args):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "log.jsonl").write_text("")  # what a run writes before its first checkpoint
+        raise RuntimeError("a rank failed before its first checkpoint")
+
+    monkeypatch.setattr(ft, "_train", fails)
+    cfg = ft.FinetuneConfig(init="none", tasks=["sr_x2"], train=[str(train)], val=[], recipe=get_recipe("smoke"),
+                            out=str(tmp_path / "run"), variant="edt_tiny")
+    with pytest.raises(RuntimeError, match="before its first checkpoint"):
+        ft.run_finetune(cfg)
+    assert os.environ["RANK"] == ("3" if launcher else "0")
+    assert (tmp_path / "run").exists() is not removed
