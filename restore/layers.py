@@ -121,6 +121,13 @@ def use_fused_attention(x: torch.Tensor) -> bool:
     return x.is_cuda if forced is None else forced
 
 
+# The most heads one SDPA call gets. CUDA's memory-efficient kernel launches one block row per head (grid.y), at
+# most 65535, and fails beyond ("invalid configuration argument"; pytorch/pytorch#142228, fix PR #177985 open):
+# with windows folded into the heads that is a feature map of about 0.7 MP for SwinIR (window 8, 6 heads), an
+# ordinary untiled image. Its batch dimension torch already splits.
+SDPA_MAX_HEADS = 65535
+
+
 def window_sdpa(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -144,7 +151,8 @@ def window_sdpa(
       (bias + shift mask) gives (B, nW*nH, N, d) with mask (1, nW*nH, Nq, Nk);
     - the head dim is zero-padded to ``head_multiple`` (SwinIR/HAT 180/6 = 30, EDT 15): zeros add nothing to
       q k^T and give zero output columns, which are cut off; ``scale`` is passed explicitly because SDPA's
-      default would use the padded size (0 = no padding).
+      default would use the padded size (0 = no padding);
+    - more than `SDPA_MAX_HEADS` folded heads run as several calls (same result).
     """
     b, nw, nh, nq, d = q.shape
     nk = k.shape[-2]
@@ -179,8 +187,16 @@ def window_sdpa(
             attn_mask = mask.expand(1, nh, nq, nk)
         else:
             attn_mask = mask.expand(nw, nh, nq, nk).reshape(1, nw * nh, nq, nk)
-    out = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=attn_mask, dropout_p=dropout_p,
-                                         scale=scale)[..., :d]
+    qf, kf, vf = fold(q), fold(k), fold(v)
+    if qf.shape[1] <= SDPA_MAX_HEADS:
+        out = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
+    else:  # windows packed into the heads of a large untiled image: chunks the CUDA kernels can launch
+        part = lambda t, i: t if t is None else t[:, i : i + SDPA_MAX_HEADS]  # noqa: E731
+        out = torch.cat([F.scaled_dot_product_attention(part(qf, i), part(kf, i), part(vf, i),
+                                                        attn_mask=part(attn_mask, i), dropout_p=dropout_p,
+                                                        scale=scale)
+                         for i in range(0, qf.shape[1], SDPA_MAX_HEADS)], dim=1)
+    out = out[..., :d]
     if layout == "heads-in-batch":
         return out.reshape(b, nh, nw, nq, d).transpose(1, 2)
     return out.reshape(b, nw, nh, nq, d)

@@ -103,3 +103,27 @@ def test_window_sdpa_matches_the_formula(mask_shape) -> None:
     expected = logits.softmax(-1) @ v
     assert torch.allclose(window_sdpa(q, k, v, mask, 0.3), expected, atol=1e-6)
     assert torch.allclose(window_sdpa(q, k, v, mask, 0.3, head_multiple=0), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("mask_shape", [None, (3, 2, 5, 7), (1, 2, 5, 7), (3, 1, 5, 7)])
+def test_window_sdpa_splits_more_heads_than_cuda_launches(mask_shape, monkeypatch) -> None:
+    """Windows folded into SDPA's heads exceed CUDA's 65535-block grid row on large untiled images; above
+    `SDPA_MAX_HEADS` the call is split, each part with its slice of the mask. Checked with a small limit: every
+    layout (heads = windows x heads, heads = windows) gives the unsplit result, and each call stays under it."""
+    import restore.layers as layers
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 2, 5, 6, generator=g)
+    k, v = torch.randn(2, 2, 3, 2, 7, 6, generator=g).unbind(0)
+    mask = None if mask_shape is None else torch.randn(*mask_shape, generator=g)
+    whole = window_sdpa(q, k, v, mask, 0.3)
+    heads, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def recording(query, *args, **kw):
+        heads.append(query.shape[1])
+        return sdpa(query, *args, **kw)
+
+    monkeypatch.setattr(layers, "SDPA_MAX_HEADS", 2)
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", recording)
+    assert torch.allclose(window_sdpa(q, k, v, mask, 0.3), whole, atol=1e-6)
+    assert max(heads) <= 2 and (len(heads) > 1 or mask_shape in (None, (1, 2, 5, 7)))
