@@ -19,13 +19,14 @@ import importlib
 import os
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Mapping
 
 from tasks.errors import InputError
 
 __all__ = [
     "DistInfo", "setup_single_rank_env", "rendezvous_env", "skip_shm_op_build", "free_port", "dist_info",
-    "init_distributed", "cuda_device_index", "local_device_env", "DEFAULT_MASTER_PORT",
+    "init_distributed", "cuda_device_index", "local_device_env", "collective_timeout", "DEFAULT_MASTER_PORT",
 ]
 
 
@@ -131,6 +132,24 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+# How long a collective waits for the slowest rank. Rank 0 validates (full-size benchmark images), exports and may
+# push to the Hub while the other ranks wait at a barrier (`pretrain.loop`); DeepSpeed's 10-minute default would
+# kill such a run. DEEPSPEED_TIMEOUT (minutes: DeepSpeed's own variable) sets it.
+DEFAULT_TIMEOUT_MINUTES = 60
+
+
+def collective_timeout(env: Mapping[str, str] = os.environ) -> timedelta:
+    """The process group's timeout: ``DEEPSPEED_TIMEOUT`` minutes, else `DEFAULT_TIMEOUT_MINUTES`."""
+    raw = env.get("DEEPSPEED_TIMEOUT", "").strip()
+    try:
+        minutes = float(raw) if raw else DEFAULT_TIMEOUT_MINUTES
+    except ValueError:
+        minutes = -1.0
+    if not minutes > 0:
+        raise InputError(f"DEEPSPEED_TIMEOUT={raw!r}: give the collective timeout in minutes, e.g. 60")
+    return timedelta(minutes=minutes)
+
+
 def dist_info() -> DistInfo:
     return DistInfo(
         rank=int(os.environ.get("RANK", 0)),
@@ -151,7 +170,7 @@ def init_distributed() -> DistInfo:
         os.environ.update(update)
         info = DistInfo(info.rank, info.world_size, index)
         torch.cuda.set_device(index)
-        deepspeed.init_distributed(dist_backend="nccl")
+        deepspeed.init_distributed(dist_backend="nccl", timeout=collective_timeout())
     else:
         _init_gloo_retrying(deepspeed)
     return info
@@ -194,7 +213,7 @@ def _init_gloo_retrying(deepspeed, attempts: int = 5) -> None:
 
     for attempt in range(attempts):
         try:
-            deepspeed.init_distributed(dist_backend="gloo")
+            deepspeed.init_distributed(dist_backend="gloo", timeout=collective_timeout())
             return
         except dist.DistNetworkError as err:
             if os.environ.get(_OWN_PORT) != "1" or "EADDRINUSE" not in str(err) or attempt == attempts - 1:

@@ -18,7 +18,8 @@ import torch
 from pretrain.data import Batch, StepData
 from pretrain.engine import (EMA, MultiTask, _patch_features, build_ds_config, enable_activation_checkpointing,
                              supcon_loss)
-from pretrain.launch import DEFAULT_MASTER_PORT, cuda_device_index, local_device_env, rendezvous_env
+from pretrain.launch import (DEFAULT_MASTER_PORT, DEFAULT_TIMEOUT_MINUTES, collective_timeout, cuda_device_index,
+                             local_device_env, rendezvous_env)
 from pretrain.recipes import smoke
 from tasks.errors import InputError
 from tests.pretrain.helpers import REPO
@@ -385,6 +386,22 @@ def test_a_rank_with_one_visible_gpu_tells_deepspeed_one_local_rank(gloo, monkey
     for k, v in local_device_env(env, 1)[1].items():
         monkeypatch.setenv(k, v)
     make_trainer(tiny_recipe(ema=0))
+
+
+def test_collectives_wait_for_a_long_validation_on_rank_zero(gloo):
+    """Rank 0 validates and exports while the others wait at a barrier: the group's timeout is an hour (DeepSpeed's
+    default, 10 minutes, would kill a run with a long validation), DEEPSPEED_TIMEOUT minutes where set."""
+    import datetime
+
+    import torch.distributed as dist
+
+    assert collective_timeout({}) == datetime.timedelta(minutes=DEFAULT_TIMEOUT_MINUTES) >= datetime.timedelta(hours=1)
+    assert collective_timeout({"DEEPSPEED_TIMEOUT": "90"}) == datetime.timedelta(minutes=90)
+    for bad in ("0", "-5", "ten"):
+        with pytest.raises(InputError, match="DEEPSPEED_TIMEOUT"):
+            collective_timeout({"DEEPSPEED_TIMEOUT": bad})
+    backend = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cpu"))
+    assert backend.options._timeout == collective_timeout()  # the group init_distributed made
 
 
 def test_resuming_zero_state_on_another_world_size_is_refused_clearly(fp32_trainer, tmp_path):
