@@ -377,7 +377,9 @@ class Trainer:
         if self.gan is not None:  # the discriminator's turn, on this step's outputs
             for t, v in self.gan.discriminator_step().items():
                 sums[t] = sums.get(t, 0.0) + v.float()
-        if self.ema is not None:
+        # fp16: a step whose gradients overflowed is skipped by DeepSpeed's loss scaler (weights unchanged): the EMA
+        # skips it too
+        if self.ema is not None and self.engine.was_step_applied():
             self.ema.update(self.module, fp32_master_weights(self.module))
         n = len(micro_batches)
         return StepResult(total_loss / n, {t: v / n for t, v in sums.items()}, images)

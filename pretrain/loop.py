@@ -157,14 +157,20 @@ def _validate(trainer: Trainer, on_validate: Validate, step: int, rank: int) -> 
     metrics: dict[str, float] = {}
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        if trainer.recipe.zero_stage == 3:
-            import deepspeed
+    # benchmark images come in many sizes: cuDNN autotuning (on for the fixed training shapes) would tune each one,
+    # slowly, and might pick other algorithms in another run, so that a validation score would not repeat
+    autotune, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
+    try:
+        with torch.no_grad():
+            if trainer.recipe.zero_stage == 3:
+                import deepspeed
 
-            with deepspeed.zero.GatheredParameters(list(model.parameters())):
+                with deepspeed.zero.GatheredParameters(list(model.parameters())):
+                    metrics = on_validate(step, model)
+            elif rank == 0:
                 metrics = on_validate(step, model)
-        elif rank == 0:
-            metrics = on_validate(step, model)
+    finally:
+        torch.backends.cudnn.benchmark = autotune
     model.train(was_training)
     if dist.is_initialized():
         dist.barrier()

@@ -131,6 +131,11 @@ class Recipe:
             raise ValueError(
                 f"task_weights has {len(self.task_weights)} values for {len(self.tasks)} tasks {self.tasks}"
             )
+        if self.precision == "fp16" and self.zero_stage == 0:
+            # DeepSpeed's ZeRO-0 fp16 optimizer keeps its fp32 masters where `pretrain.engine.fp32_master_weights`
+            # cannot map them: the EMA and each checkpoint's fp32 weights would be fp16-rounded
+            raise ValueError("precision=fp16 needs zero_stage>=1 (ZeRO-0's fp16 masters are not readable for the "
+                             "EMA and the checkpoint's fp32 weights): use zero_stage=1 or precision=bf16")
         if self.ema and self.zero_stage == 3:
             raise ValueError("ema is kept on full weights and ZeRO-3 shards them: use zero_stage<=2 or ema=0")
         for name in ("batch_size", "lr_patch", "dn_patch", "steps", "grad_accum", "log_every", "ckpt_every",

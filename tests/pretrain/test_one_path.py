@@ -108,17 +108,22 @@ def test_validate_first_scores_a_fresh_run_before_its_first_step_only(fp32_train
     seen = []
 
     def on_validate(step, model):
-        seen.append((step, model.training))
+        seen.append((step, model.training, torch.backends.cudnn.benchmark))
         return {"score": float(step)}
 
+    # as the Trainer sets it on CUDA for the fixed training shapes; validation's many image sizes run untuned
+    autotune, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
     try:
         fresh = train_loop(trainer, Synthetic({"sr_x2": 8, "denoise_g25": 16}), run_dir=tmp_path / "a", rank=0,
                            world_size=1, on_validate=on_validate, validate_first=True, stop_after=1)
         resumed = train_loop(trainer, Synthetic({"sr_x2": 8, "denoise_g25": 16}), run_dir=tmp_path / "b", rank=0,
                              world_size=1, start_step=1, on_validate=on_validate, validate_first=True, stop_after=1)
+        assert torch.backends.cudnn.benchmark, "validation put the training's autotuning back"
     finally:
         trainer.recipe = replace(trainer.recipe, val_every=0)
-    assert seen == [(0, False), (1, False), (2, False)]  # step 0 of the fresh run, then each run's last step
+        torch.backends.cudnn.benchmark = autotune
+    # step 0 of the fresh run, then each run's last step: the model in eval mode, cuDNN autotuning off
+    assert seen == [(0, False, False), (1, False, False), (2, False, False)]
     assert [v["step"] for v in fresh.validation] == [0, 1] and [v["step"] for v in resumed.validation] == [2]
 
 

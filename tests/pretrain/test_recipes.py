@@ -51,6 +51,12 @@ def test_bad_overrides_name_the_problem(override, message):
         get_recipe("smoke", [override])
 
 
+def test_fp16_needs_a_zero_stage_whose_fp32_masters_the_ema_can_read():
+    with pytest.raises(ValueError, match="precision=fp16 needs zero_stage>=1"):
+        get_recipe("smoke", ["precision=fp16", "zero_stage=0"])
+    assert get_recipe("smoke", ["precision=fp16", "zero_stage=1"]).zero_stage == 1
+
+
 def test_published_protocols():
     edt, hat, ipt = get_recipe("edt_b"), get_recipe("hat"), get_recipe("ipt")
     assert (edt.lr, edt.betas, edt.steps, edt.milestones) == (2e-4, (0.9, 0.99), 500_000, (250_000, 400_000, 450_000, 475_000))
