@@ -135,25 +135,44 @@ def apply_flips(patch: torch.Tensor, flips: tuple[int, int, int]) -> torch.Tenso
     return patch
 
 
+_CPU_DECODED: set[str] = set()  # files nvjpeg refused and libjpeg decoded, each named once per process
+
+
+def _decode_alone(crop: PendingCrop, device: torch.device) -> torch.Tensor | None:
+    """One JPEG on ``device``; on CUDA, libjpeg-turbo's decode moved there if nvjpeg refuses it; None if neither
+    decodes it."""
+    try:
+        return _jpeg_rgb(crop.data, device)
+    except RuntimeError as err:
+        why = err
+    if device.type != "cpu":
+        try:
+            img = _jpeg_rgb(crop.data, "cpu").to(device)
+        except RuntimeError:
+            pass
+        else:
+            if crop.key not in _CPU_DECODED:
+                _CPU_DECODED.add(crop.key)
+                log.warning("decoded %s on the CPU: nvjpeg refused it (%s)", crop.key, why)
+            return img
+    log.warning("skipped %s on the device (%s): the batch repeats a neighbouring image", crop.key, why)
+    return None
+
+
 def decode_crops(crops: list, device: torch.device) -> torch.Tensor:
     """(B, 3, S, S) float in [0, 1] on ``device`` from a batch's `Batch.crops`: the JPEGs decoded there in one
     batched call (`torchvision.io.decode_jpeg`, nvjpeg on CUDA), cut and flipped as the worker drew.
 
-    A file whose header read but whose data does not decode (only the device can tell) is replaced by the batch's
-    previous good image (its next for the first), with a warning naming it: the batch keeps its size and the run
-    goes on; deterministic, as it depends only on the data.
+    A file nvjpeg refuses is decoded by libjpeg-turbo on the CPU instead (a warning names it, once). A file whose
+    header read but whose data does not decode at all is replaced by the batch's previous good image (its next for
+    the first), with a warning naming it: the batch keeps its size and the run goes on; deterministic, as it
+    depends only on the data.
     """
     jpegs = [c for c in crops if isinstance(c, PendingCrop)]
     try:
         decoded = _jpeg_rgb([c.data for c in jpegs], device) if jpegs else []
     except RuntimeError:  # one bad file fails the batched call: decode one by one to find it
-        decoded = []
-        for c in jpegs:
-            try:
-                decoded.append(_jpeg_rgb(c.data, device))
-            except RuntimeError as err:
-                log.warning("skipped %s on the device (%s): the batch repeats a neighbouring image", c.key, err)
-                decoded.append(None)
+        decoded = [_decode_alone(c, torch.device(device)) for c in jpegs]
     images, patches = iter(decoded), []
     for c in crops:
         if not isinstance(c, PendingCrop):
