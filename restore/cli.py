@@ -383,6 +383,49 @@ def _restore_reporting(**kwargs: Any) -> Any:
     return out
 
 
+MIN_RETRY_TILE = 64  # the smallest tile an out-of-memory retry asks for (input pixels)
+
+
+def _smaller_tile(tile: int | None, image_side: int, overlap: int, multiple: int) -> int | None:
+    """The tile to retry with after running out of memory at ``tile`` (None: the whole image): half the tiles
+    that ran, if that makes them smaller (tiles are whole multiples of the model's window) and asks for at least
+    `MIN_RETRY_TILE`; else None."""
+    from restore.inference import effective_tile
+
+    ran = image_side if tile is None else effective_tile(tile, overlap, multiple)
+    smaller = ran // 2
+    if smaller < MIN_RETRY_TILE or effective_tile(smaller, overlap, multiple) >= ran:
+        return None
+    return smaller
+
+
+def _restore_fitting(**kwargs: Any) -> Any:
+    """`_restore_reporting`, retried with half the tile (the whole image first, if no tile was given) while the
+    device runs out of memory, down to `MIN_RETRY_TILE`; each retry is noted. Tiles change the output only near
+    their seams (`restore.inference.tiled_forward` blends overlapping tiles)."""
+    import torch
+    from tqdm import tqdm
+
+    from restore.inference import is_out_of_memory
+
+    image, tile = kwargs["image"], kwargs.pop("tile")
+    side = max(image.shape[:2] if hasattr(image, "shape") else image.size)  # a (H, W[, C]) array, or a PIL image
+    multiple = kwargs["model"].pad_multiple(kwargs["task"])
+    while True:
+        try:
+            return _restore_reporting(tile=tile, **kwargs)
+        except RuntimeError as err:
+            smaller = _smaller_tile(tile, side, kwargs["overlap"], multiple) if is_out_of_memory(err) else None
+            if smaller is None:
+                raise
+            where = "the whole image" if tile is None else f"tile {tile}"
+            tqdm.write(f"note: {kwargs['name']}: out of memory at {where}; retrying with --tile {smaller}",
+                       file=sys.stderr)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # what the failed attempt left cached goes back before the retry
+            tile = smaller
+
+
 def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, total: int) -> int:
     """Load the model and restore ``plan.jobs``; a file that fails is skipped by name and the run goes on."""
     from tqdm import tqdm
@@ -411,16 +454,15 @@ def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, to
             if loaded.note:
                 tqdm.write(f"note: {_show(loaded.note)}", file=sys.stderr)
             try:
-                out = _restore_reporting(model=model, image=loaded.image, task=task, tile=args.tile,
-                                         overlap=args.overlap, ensemble=args.ensemble, device=device,
-                                         dtype=args.dtype, scale=args.scale, size=args.size, compile=args.compile,
-                                         name=_show(src))
+                out = _restore_fitting(model=model, image=loaded.image, task=task, tile=args.tile,
+                                       overlap=args.overlap, ensemble=args.ensemble, device=device,
+                                       dtype=args.dtype, scale=args.scale, size=args.size, compile=args.compile,
+                                       name=_show(src))
             except (FloatingPointError, ValueError) as err:
                 skip(src, str(err))
                 continue
-            except RuntimeError as err:  # out of memory (CPU or GPU) and other per-image failures
-                hint = "; try --tile 256" if "memory" in str(err).lower() else ""
-                skip(src, f"{type(err).__name__}: {' '.join(str(err).split())[:200]}{hint}")
+            except RuntimeError as err:  # out of memory even in the smallest tiles, and other per-image failures
+                skip(src, f"{type(err).__name__}: {' '.join(str(err).split())[:200]}")
                 continue
             try:
                 _save_atomic(out, target, loaded)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "restore_image", "restorer", "tiled_forward", "tiled_query", "self_ensemble", "round_tile", "resolve_dtype",
-    "FallbackWarning",
+    "FallbackWarning", "is_out_of_memory", "effective_tile",
 ]
 
 _DTYPES = {
@@ -111,11 +111,28 @@ def _model_call(model: Any, compile: bool | str) -> Callable[[torch.Tensor, str,
     return run
 
 
+# how running out of memory reads where it is not a torch.OutOfMemoryError: cuBLAS/cuDNN workspace allocations on the
+# GPU, the CPU allocator
+_OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "can't allocate memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` means the device ran out of memory (so that smaller tiles or batches may fit)."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and any(m.lower() in str(err).lower() for m in _OOM_MARKERS)
+
+
 def round_tile(tile: int, multiple: int) -> int:
     """The tile size used for a requested ``tile``: the nearest multiple of ``multiple``, at least one multiple."""
     if tile < 1:
         raise ValueError(f"tile must be a positive number of pixels, got {tile}")
     return max(multiple, int(round(tile / multiple)) * multiple)
+
+
+def effective_tile(tile: int, overlap: int, multiple: int) -> int:
+    """The side of the tiles `tiled_forward` runs for a requested ``tile`` (see `_tile_grid`)."""
+    return _tile_grid(tile, overlap, multiple)[0]
 
 
 def _tile_grid(tile: int, overlap: int, multiple: int) -> tuple[int, int]:

@@ -50,14 +50,11 @@ PEAKS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe":
 
 # how CUDA allocation failures read when they do not surface as torch.OutOfMemoryError (cuBLAS handle or
 # workspace creation, cuDNN workspaces, raw CUDA errors)
-_OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
-
-
 def is_oom(err: BaseException) -> bool:
     """Whether ``err`` means "the GPU ran out of memory" (then a smaller batch may fit)."""
-    if isinstance(err, torch.OutOfMemoryError):
-        return True
-    return isinstance(err, RuntimeError) and any(m.lower() in str(err).lower() for m in _OOM_MARKERS)
+    from restore.inference import is_out_of_memory
+
+    return is_out_of_memory(err)
 
 
 def peak_tflops(name: str) -> float | None:

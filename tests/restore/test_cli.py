@@ -51,6 +51,42 @@ def test_run_tiled_and_ok_exit(model_dir, tmp_path):
     assert Image.open(out / "x.png").size == (60, 50)
 
 
+def test_run_retries_in_smaller_tiles_when_the_device_runs_out_of_memory(model_dir, tmp_path, capsys, monkeypatch):
+    """A GPU runs out of memory on a large image: `restore run` halves the tile (starting from the whole image)
+    while that makes the tiles smaller, noting each retry, and writes what that tile gives; an image that fits no
+    tile is skipped by name. Out-of-memory is injected for inputs above a size (no GPU here to fill); edt_tiny
+    runs tiles of whole 192 px multiples, so 150 runs 192 px tiles and nothing smaller exists."""
+    import torch
+
+    from restore.model import RestorationModel
+
+    forward, limit = RestorationModel.forward, {"side": 200}
+
+    def small_inputs_only(self, x, *args, **kwargs):
+        if max(x.shape[-2:]) > limit["side"]:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB ({tuple(x.shape)})")
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(RestorationModel, "forward", small_inputs_only)
+    (tmp_path / "in").mkdir()
+    _png(tmp_path / "in" / "big.png", size=(300, 260))
+    out = tmp_path / "o"
+    args = ["run", "--model", str(model_dir), "--task", "denoise_g25", str(tmp_path / "in"), "--overlap", "8",
+            "--no-progress"]
+    assert main([*args, "-o", str(out)]) == 0
+    assert "out of memory at the whole image; retrying with --tile 150" in capsys.readouterr().err
+    monkeypatch.setattr(RestorationModel, "forward", forward)
+    assert main([*args, "-o", str(tmp_path / "ref"), "--tile", "150"]) == 0
+    assert np.array_equal(np.asarray(Image.open(out / "big.png")), np.asarray(Image.open(tmp_path / "ref" / "big.png")))
+    monkeypatch.setattr(RestorationModel, "forward", small_inputs_only)
+    limit["side"] = 100  # not even one 192 px tile fits
+    assert main([*args, "-o", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("retrying") == 1 and "skipped" in err and "big.png" in err and "OutOfMemoryError" in err
+    assert main([*args, "-o", str(tmp_path / "none2"), "--tile", "150"]) == 1  # already the smallest tiles
+    assert "retrying" not in capsys.readouterr().err
+
+
 def test_run_bad_task_and_missing_model(model_dir, tmp_path, capsys):
     _png(tmp_path / "x.png")
     assert main(["run", "--model", str(model_dir), "--task", "sr_x4", str(tmp_path / "x.png"), "-o",
