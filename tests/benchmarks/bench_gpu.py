@@ -41,20 +41,12 @@ import time
 import torch
 
 from common import Row, alternate, emit, machine, parser, setup, time_ratio_note, write_rows
+from restore.inference import is_out_of_memory
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets; --peak-tflops overrides.
 PEAKS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0,
          "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0, "A10": 125.0,
          "RTX 4090": 165.0, "RTX 3090": 71.0, "RTX A6000": 155.0, "GH200": 989.0, "B200": 2250.0}
-
-
-# how CUDA allocation failures read when they do not surface as torch.OutOfMemoryError (cuBLAS handle or
-# workspace creation, cuDNN workspaces, raw CUDA errors)
-def is_oom(err: BaseException) -> bool:
-    """Whether ``err`` means "the GPU ran out of memory" (then a smaller batch may fit)."""
-    from restore.inference import is_out_of_memory
-
-    return is_out_of_memory(err)
 
 
 def peak_tflops(name: str) -> float | None:
@@ -132,7 +124,7 @@ def train_row(variant: str, tasks: list[str], patch: int, batch: int, steps: int
             torch.cuda.synchronize()
             break
         except RuntimeError as err:  # OutOfMemoryError is one; cuBLAS/cuDNN allocation failures are plain ones
-            if not is_oom(err) or batch == 1:
+            if not is_out_of_memory(err) or batch == 1:
                 raise
             batch //= 2
             note = f"batch halved to {batch} per task to fit; "

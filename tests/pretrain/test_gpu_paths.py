@@ -22,7 +22,6 @@ from pretrain.launch import (DEFAULT_MASTER_PORT, DEFAULT_TIMEOUT_MINUTES, colle
                              local_device_env, rendezvous_env)
 from pretrain.recipes import smoke
 from tasks.errors import InputError
-from tests.pretrain.helpers import REPO
 
 TASKS = ("sr_x2", "denoise_g25")
 
@@ -440,12 +439,10 @@ def test_ranks_share_initial_weights_but_not_random_streams():
 # ------------------------------------------------------------------------------------ 14: the GPU benchmark
 
 
-def test_bench_gpu_recognises_allocation_failures_as_out_of_memory():
-    sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
-    try:
-        from bench_gpu import is_oom
-    finally:
-        sys.path.remove(str(REPO / "tests" / "benchmarks"))
+def test_allocation_failures_read_as_out_of_memory():
+    """What bench_gpu's batch halving and `restore run`'s tile halving retry on."""
+    from restore.inference import is_out_of_memory as is_oom
+
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
     assert is_oom(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
