@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from restore.inference import restore_image, tiled_forward
+from restore.inference import restore_image
+from restore.tiling import tiled_forward
 from restore.model import RestorationModel, create_model
 from restore.registry import list_variants
 

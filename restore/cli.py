@@ -390,7 +390,7 @@ def _smaller_tile(tile: int | None, image_side: int, overlap: int, multiple: int
     """The tile to retry with after running out of memory at ``tile`` (None: the whole image): half the tiles
     that ran, if that makes them smaller (tiles are whole multiples of the model's window) and asks for at least
     `MIN_RETRY_TILE`; else None."""
-    from restore.inference import effective_tile
+    from restore.tiling import effective_tile
 
     ran = image_side if tile is None else effective_tile(tile, overlap, multiple)
     smaller = ran // 2
@@ -402,7 +402,7 @@ def _smaller_tile(tile: int | None, image_side: int, overlap: int, multiple: int
 def _restore_fitting(**kwargs: Any) -> Any:
     """`_restore_reporting`, retried with half the tile (the whole image first, if no tile was given) while the
     device runs out of memory, down to `MIN_RETRY_TILE`; each retry is noted. Tiles change the output only near
-    their seams (`restore.inference.tiled_forward` blends overlapping tiles)."""
+    their seams (`restore.tiling.tiled_forward` blends overlapping tiles)."""
     import torch
     from tqdm import tqdm
 

@@ -8,7 +8,7 @@ the window ``view``s (wrong shapes at any other size). Our bodies cache their sh
 key, which symbolic sizes cannot be; for the export they are replaced by masks computed with tensor ops from the
 feature size (`_dynamic_swin_mask`), the same numbers.
 IPT's body takes exactly ``patch_size`` x ``patch_size`` (its learned position embedding fixes the token count;
-larger images go through the Python tiling loop of `restore.inference.tiled_forward`, which ONNX cannot
+larger images go through the Python tiling loop of `restore.tiling.tiled_forward`, which ONNX cannot
 express), so its graph has a fixed height and width and a dynamic batch: the caller tiles.
 
 Official layout (`export_official`): the inverse of `restore.convert.convert_checkpoint` for SwinIR, HAT and IPT
@@ -281,7 +281,7 @@ def _check_swin_arch(model, task: str, family: str):
 
 def _swin_buffers(a, prefix_blocks: list[tuple[int, int]], hat: bool) -> dict[str, torch.Tensor]:
     """The derived buffers the official SwinIR/HAT modules register, as they compute them."""
-    from restore.families.swinir import relative_position_index, shift_window_mask
+    from restore.families.windows import relative_position_index, shift_window_mask
 
     ws = a.window_size
     rpi = relative_position_index(ws)

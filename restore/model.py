@@ -246,7 +246,7 @@ class RestorationModel(
         size = self.fixed_input_size()
         if size is None:
             return self._forward_padded(x, task)
-        from restore.inference import tiled_forward  # fixed-size bodies see larger images window by window
+        from restore.tiling import tiled_forward  # fixed-size bodies see larger images window by window
 
         h, w = x.shape[-2:]
         s = self._scales[task]

@@ -45,7 +45,7 @@ class Family(Protocol):
     def fixed_input_size(self, arch: dict[str, Any]) -> int | None:
         """A fixed square input size the body needs (IPT: 48), or None for any size.
 
-        Models of such families run larger inputs through `restore.inference.tiled_forward` windows.
+        Models of such families run larger inputs through `restore.tiling.tiled_forward` windows.
         """
 
 

@@ -12,7 +12,7 @@ Reference code: `huawei-noah/Pretrained-IPT` (`model/ipt.py`, `model/common.py`)
 
 The reference selects the task embedding by list position (``set_scale(idx)``); here it lives in a
 `nn.ParameterDict` keyed by task name, so `keep_tasks` / `add_task` work like heads and tails. Inputs are fixed at
-``patch_size`` x ``patch_size`` (48): `RestorationModel` runs larger images through `restore.inference.tiled_forward`.
+``patch_size`` x ``patch_size`` (48): `RestorationModel` runs larger images through `restore.tiling.tiled_forward`.
 Attention uses `F.scaled_dot_product_attention` in batch-first layout (the reference is sequence-first
 `nn.MultiheadAttention`; the projection weights are the same tensors).
 """
@@ -234,7 +234,7 @@ class IPTBody(nn.Module):
         b, c, h, w = feat.shape
         if (h, w) != (self.image_size, self.image_size):
             raise ValueError(f"IPT body takes {self.image_size}x{self.image_size} features, got {h}x{w}; "
-                             "run larger images through restore.inference.tiled_forward (RestorationModel does)")
+                             "run larger images through restore.tiling.tiled_forward (RestorationModel does)")
         if task not in self.query_embed:
             raise ValueError(f"IPT body has no query embedding for task {task!r}; it has {list(self.query_embed)}")
         p = self.patch_dim
