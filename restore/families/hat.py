@@ -23,18 +23,9 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
 from restore.families.base import arch_error, check_number
-from restore.families.swinir import (
-    SwinIRArch,
-    SwinIRBody,
-    SwinIRFamily,
-    ShiftMaskCache,
-    WindowAttention,
-    biased_attention,
-    to_conv_layout,
-    relative_position_index,
-    window_partition,
-    window_reverse,
-)
+from restore.families.swinir import (SwinIRArch, SwinIRBody, SwinIRFamily, WindowAttention, biased_attention,
+                                    to_conv_layout)
+from restore.families.windows import ShiftMaskCache, relative_position_index, window_partition, window_reverse
 from restore.layers import init_transformer_weights
 from restore.registry import register_family, register_variant
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, ClassVar
 
 import torch
@@ -32,6 +31,8 @@ from torch import nn
 
 from tasks.registry import get_task
 from restore.families.base import arch_error, arch_from_dict, check_int, check_ints, check_number
+from restore.families.windows import (ShiftMaskCache, relative_position_index, shift_window_mask, window_partition,
+                                     window_reverse)
 from restore.layers import PixelShuffleUpsample, init_transformer_weights, use_fused_attention, window_sdpa
 from restore.registry import register_family, register_variant
 
@@ -124,81 +125,6 @@ class SwinIRArch:
     def from_dict(cls, arch: dict[str, Any]) -> "SwinIRArch":
         """From a ``config.json`` arch (official keys such as ``img_size`` accepted and ignored)."""
         return arch_from_dict(cls, cls.family, arch, _IGNORED, _UNSUPPORTED)
-
-
-# ----------------------------------------------------------------------------------------------------- helpers
-
-
-def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B, nW, ws*ws, C), windows in row-major order (as the reference `window_partition`)."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, (h // ws) * (w // ws), ws * ws, c)
-
-
-def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
-    """(B, nW, ws*ws, C) -> (B, H, W, C); inverse of `window_partition`."""
-    b, _, _, c = windows.shape
-    x = windows.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h, w, c)
-
-
-@lru_cache(maxsize=None)
-def relative_position_index(ws_q: int, ws_k: int | None = None) -> torch.Tensor:
-    """Index into a relative position bias table, (ws_q², ws_k²) int64.
-
-    With ``ws_k == ws_q`` (or None) this is Swin's index over a (2ws-1)² table; with a larger key window it is
-    HAT's overlapping cross-attention index over a (ws_q+ws_k-1)² table (HAT `calculate_rpi_oca`), where the key
-    window is centred on the query window.
-    """
-    ws_k = ws_q if ws_k is None else ws_k
-    # the result is cached for the whole process: explicit CPU, so that it does not inherit a `with
-    # torch.device("meta")` context, and never an inference tensor (a model built under `torch.inference_mode()`
-    # first would leave every later one of this window size unable to train: "Inference tensors cannot be saved
-    # for backward")
-    with torch.inference_mode(False):
-        grid = lambda n: torch.stack(torch.meshgrid(*[torch.arange(n, device="cpu")] * 2, indexing="ij")).flatten(1)  # noqa: E731
-        q, k = grid(ws_q), grid(ws_k)  # (2, Nq), (2, Nk)
-        if ws_k == ws_q:
-            rel = q[:, :, None] - k[:, None, :] + (ws_q - 1)  # (2, Nq, Nk), query minus key, in [0, 2ws-2]
-        else:
-            rel = k[:, None, :] - q[:, :, None] + (ws_q - ws_k + 1)  # key minus query, shifted to start at 0
-        return rel[0] * (ws_q + ws_k - 1) + rel[1]
-
-
-def shift_window_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
-    """The shifted-window attention mask, (nW, ws², ws²) float with 0 inside a region and -100 across regions.
-
-    After a cyclic shift a window can hold pixels from up to four image regions that were not adjacent; the mask
-    keeps them from attending to each other. -100 (not -inf) as in the reference, so results match it exactly.
-    """
-    img = torch.zeros(1, h, w, 1, device="cpu")
-    cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-    for i, hs in enumerate(cuts):
-        for j, wsl in enumerate(cuts):
-            img[:, hs, wsl, :] = i * 3 + j
-    win = window_partition(img, ws).view(-1, ws * ws)  # (nW, N)
-    diff = win[:, None, :] - win[:, :, None]
-    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
-
-
-class ShiftMaskCache:
-    """Shift masks per (H, W, device), built once per input size and reused by every shifted block."""
-
-    def __init__(self, window_size: int, shift_size: int, max_entries: int = 8) -> None:
-        self.window_size, self.shift_size, self.max_entries = window_size, shift_size, max_entries
-        self._masks: dict[tuple, torch.Tensor] = {}
-
-    def __call__(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        key = (h, w, str(device))
-        mask = self._masks.get(key)
-        if mask is None:
-            if len(self._masks) >= self.max_entries:  # tiled inference sees few sizes; bound memory anyway
-                self._masks.pop(next(iter(self._masks)))
-            with torch.inference_mode(False):  # a mask first built for inference also serves training
-                mask = shift_window_mask(h, w, self.window_size, self.shift_size).to(device)
-            self._masks[key] = mask
-        return mask
 
 
 # ----------------------------------------------------------------------------------------------------- modules

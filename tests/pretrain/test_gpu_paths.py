@@ -276,7 +276,7 @@ def test_activation_checkpointing_recomputes_each_block_once(variant, arch, bloc
 def _cached_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
     """What the bodies cache per input size (shift masks: SwinIR/HAT's `ShiftMaskCache`, EDT's ``masks``) and
     their buffers (the relative position indices, cached per process)."""
-    from restore.families.swinir import ShiftMaskCache
+    from restore.families.windows import ShiftMaskCache
 
     out = list(model.buffers())
     for m in model.modules():
@@ -298,7 +298,7 @@ def test_what_inference_fills_the_caches_with_still_trains(variant, arch):
     fine-tunes): the tensors the bodies cache must not be inference tensors. A shift mask built under
     ``torch.inference_mode()`` broke the next training step on CUDA only (the fused SDPA kernels save the mask
     for backward); a position index cached so broke every later model of that window size, CPU included."""
-    from restore.families.swinir import relative_position_index
+    from restore.families.windows import relative_position_index
     from restore.model import RestorationModel
 
     relative_position_index.cache_clear()
