@@ -9,6 +9,9 @@ to one output name, or replace existing outputs without ``--overwrite``. During 
 (unreadable, several frames, over the pixel budget, NaN output) is skipped by name; the run goes on, and the
 summary ("restored N of M") lists each skipped file with its reason (exit 1). Outputs are written to a temporary
 file and renamed, so OUT never holds a half-written image, even after Ctrl-C.
+
+The plan (input files, output names and the refusals before the model loads) is `restore.run_plan`; this module
+parses the options, loads the model and runs the plan.
 """
 
 from __future__ import annotations
@@ -16,27 +19,19 @@ from __future__ import annotations
 import argparse
 import errno
 import math
-import os
-import stat
 import sys
-import tempfile
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
+from restore.run_plan import IMAGE_SUFFIXES, SHOWN, Plan, check_output_folder, check_plan, collect, show
 from tasks.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, at_least
 
 __all__ = ["main", "run_main", "build_run_parser", "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".gif",
-                  ".apng")
-# formats written as they came (lossless); lossy or exotic inputs are written as PNG so nothing is lost twice
-_KEEP_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 # a write that fails for one of these reasons fails for every later file too: the run stops instead of going on
 _STOP_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
-_SHOWN = 5  # how many names a refusal lists before "and N more"
 
 _USAGE = """usage: restore <command> [options]
 
@@ -98,182 +93,6 @@ def build_run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _show(path: Path | str) -> str:
-    """A path as printable text: names that are not valid UTF-8 would make print() itself fail."""
-    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _listing(items: Sequence[str]) -> str:
-    more = f", and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-    return "; ".join(items[:_SHOWN]) + more
-
-
-@dataclass
-class _Plan:
-    """What `restore run` will do, worked out before the model loads."""
-
-    jobs: list[tuple[Path, Path]] = field(default_factory=list)  # (input file, output file)
-    skipped: list[str] = field(default_factory=list)  # "input: reason", found before the work
-    ignored: Counter = field(default_factory=Counter)  # files in folders without an image suffix, by suffix
-    notes: list[str] = field(default_factory=list)
-
-
-def _walk(root: Path, exclude: Path | None, plan: _Plan) -> Iterator[Path]:
-    """Files under ``root``, sorted, following folder symlinks once each (a link loop is searched once, not forever)."""
-    seen: set[tuple[int, int]] = set()
-
-    def unlistable(err: OSError) -> None:
-        plan.skipped.append(f"{_show(err.filename)}: cannot list this folder ({err.strerror})")
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=True):
-        here = Path(dirpath)
-        st = here.stat()
-        if (st.st_dev, st.st_ino) in seen:
-            plan.notes.append(f"{_show(here)} is a link to a folder already searched; not searched again")
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        if exclude is not None:
-            kept = [d for d in dirnames if (here / d).resolve() != exclude]
-            if len(kept) != len(dirnames):
-                plan.notes.append(f"not searching the output folder {_show(exclude)} inside the input {_show(root)}")
-            dirnames[:] = kept
-        dirnames.sort()
-        for name in sorted(filenames):
-            yield here / name
-
-
-def _check_file(path: Path) -> str | None:
-    """Why ``path`` cannot be read as a file (broken or looping link, FIFO, device), or None."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return "a broken symbolic link" if path.is_symlink() else "no such file"
-    except OSError as err:
-        return f"cannot be opened ({err.strerror})"  # e.g. a symlink loop: "Too many levels of symbolic links"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file (a pipe, socket or device; reading it could block forever)"
-    return None
-
-
-def _collect(inputs: Sequence[Path], out_dir: Path) -> _Plan:
-    """Find the input files and their output paths (relative folders kept); missing inputs are an `InputError`."""
-    from tasks.errors import InputError
-
-    missing = [_show(p) for p in inputs if not p.exists() and not p.is_symlink()]
-    if missing:
-        raise InputError(f"input(s) not found: {_listing(missing)}; check the paths")
-    plan = _Plan()
-    out_res = out_dir.resolve()
-    for inp in inputs:
-        if inp.is_dir():
-            inp_res = inp.resolve()
-            exclude = out_res if out_res != inp_res and inp_res in out_res.parents else None
-            pairs = [(f, f.relative_to(inp)) for f in _walk(inp, exclude, plan)]
-        else:
-            pairs = [(inp, Path(inp.name))]
-        for f, rel in pairs:
-            if inp.is_dir() and f.suffix.lower() not in IMAGE_SUFFIXES:
-                plan.ignored[f.suffix.lower() or "(no suffix)"] += 1
-                continue
-            problem = _check_file(f)
-            if problem:
-                plan.skipped.append(f"{_show(f)}: {problem}")
-            else:
-                plan.jobs.append((f, _output_path(out_dir, rel)))
-    return plan
-
-
-def _output_path(out_dir: Path, rel: Path) -> Path:
-    suffix = rel.suffix.lower() if rel.suffix.lower() in _KEEP_SUFFIXES else ".png"
-    return out_dir / rel.with_name(rel.stem + suffix) if rel.suffix else out_dir / rel.with_name(rel.name + suffix)
-
-
-def _name_problem(target: Path) -> str | None:
-    """Why ``target`` cannot be created on this system (a name or path over the limits), or None."""
-    anchor = target.parent
-    while not anchor.exists() and anchor != anchor.parent:
-        anchor = anchor.parent
-    try:
-        name_max, path_max = os.pathconf(anchor, "PC_NAME_MAX"), os.pathconf(anchor, "PC_PATH_MAX")
-    except (OSError, ValueError):
-        name_max, path_max = 255, 4096
-    if len(os.fsencode(target.name)) > name_max:
-        return f"the output name {_show(target.name)} is over {name_max} bytes; rename the input"
-    if len(os.fsencode(str(target.absolute()))) >= path_max:
-        return f"the output path is over {path_max} bytes; use a shorter -o"
-    return None
-
-
-def _check_plan(plan: _Plan, overwrite: bool) -> None:
-    """Refuse, before any work, a run that would overwrite an input, write two inputs to one output, or replace
-    existing files without ``--overwrite``. Outputs whose names cannot exist are moved to the skipped list."""
-    from tasks.errors import InputError
-
-    inputs: dict[Path, Path] = {}
-    inodes: dict[tuple[int, int], Path] = {}
-    for src, _ in plan.jobs:
-        inputs[src.resolve()] = src
-        st = src.stat()
-        inodes[(st.st_dev, st.st_ino)] = src
-    by_target: dict[Path, tuple[Path, list[Path]]] = {}
-    jobs, hits, existing = [], [], []
-    for src, target in plan.jobs:
-        problem = _name_problem(target)
-        if problem:
-            plan.skipped.append(f"{_show(src)}: {problem}")
-            continue
-        try:
-            resolved = target.resolve()  # through symlinks, so a link to an input counts as that input
-        except (OSError, RuntimeError):  # a symlink loop on the way
-            plan.skipped.append(f"{_show(src)}: the output path {_show(target)} runs into a symbolic-link loop")
-            continue
-        jobs.append((src, target))
-        by_target.setdefault(resolved, (target, []))[1].append(src)
-        hit = inputs.get(resolved)
-        if hit is None and target.exists():
-            st = target.stat()
-            hit = inodes.get((st.st_dev, st.st_ino))  # a hard link to an input
-        if hit is not None:
-            hits.append(f"{_show(src)} -> {_show(target)}" + ("" if hit == src else f" (= input {_show(hit)})"))
-        elif target.exists() or target.is_symlink():
-            existing.append(_show(target))
-    if hits:
-        raise InputError(f"-o would overwrite {len(hits)} input file(s): {_listing(hits)}; choose an output folder "
-                         f"outside the inputs (input files are never overwritten, even with --overwrite)")
-    # one file named twice (`x.png x.png`, or a folder and a link into it) is restored once, not a collision
-    same = {t: srcs for t, srcs in by_target.values() if len(srcs) > 1 and len({s.resolve() for s in srcs}) == 1}
-    jobs = [(src, t) for src, t in jobs if t not in same or src is same[t][0]]
-    clashes = [f"{' and '.join(_show(s) for s in srcs)} -> {_show(t)}" for t, srcs in by_target.values()
-               if len(srcs) > 1 and t not in same]
-    if clashes:
-        raise InputError(f"{len(clashes)} output name collision(s): {_listing(clashes)}; rename the inputs or "
-                         f"restore them into different -o folders")
-    if existing and not overwrite:
-        raise FileExistsError(f"{len(existing)} output(s) already exist: {_listing(existing)}; pass --overwrite "
-                              f"to replace them, or choose another -o")
-    plan.jobs = jobs
-
-
-def _check_output_folder(out: Path) -> None:
-    """Create ``out`` and prove a file can be written there, before the model loads (not after an hour of work)."""
-    from tasks.errors import InputError
-
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"-o {_show(out)} is an existing file, not a folder; give a folder (created if "
-                                 f"missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".restore-write-test.", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except PermissionError as err:
-        raise PermissionError(f"-o {_show(out)}: cannot write there ({err.strerror}); choose a folder you can "
-                              f"write to, or fix its permissions") from None
-    except OSError as err:
-        raise InputError(f"-o {_show(out)}: cannot write there ({err.strerror}); choose another folder") from None
-
-
 def _resolve_device(name: str | None) -> str:
     """``--device`` checked before the model loads (``tasks.errors.check_device``); default cuda when usable."""
     import torch
@@ -312,16 +131,16 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"--dtype: {err}") from None
     device = _resolve_device(args.device)
     max_pixels = args.max_pixels or pixel_budget()
-    plan = _collect(args.inputs, args.output)
-    _check_plan(plan, args.overwrite)
+    plan = collect(args.inputs, args.output)
+    check_plan(plan, args.overwrite)
     total = len(plan.jobs) + len(plan.skipped)
     if not plan.jobs:
         for line in plan.skipped:
             print(f"  skipped {line}", file=sys.stderr)
-        where = ", ".join(_show(p) for p in args.inputs[:_SHOWN])
+        where = ", ".join(show(p) for p in args.inputs[:SHOWN])
         raise InputError(f"no usable image files in {where} ({_suffix_note(plan.ignored) or 'nothing found'}; "
                          f"image suffixes: {' '.join(IMAGE_SUFFIXES)})")
-    _check_output_folder(args.output)
+    check_output_folder(args.output)
     return _run(args, plan, device, max_pixels, total)
 
 
@@ -377,7 +196,7 @@ def _restore_reporting(**kwargs: Any) -> Any:
         out = restore_image(**kwargs)
     for w in caught:
         if issubclass(w.category, FallbackWarning):
-            tqdm.write(f"warning: {_show(str(w.message))}", file=sys.stderr)
+            tqdm.write(f"warning: {show(str(w.message))}", file=sys.stderr)
         else:  # not ours: shown as Python would have
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     return out
@@ -426,7 +245,7 @@ def _restore_fitting(**kwargs: Any) -> Any:
             tile = smaller
 
 
-def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, total: int) -> int:
+def _run(args: argparse.Namespace, plan: Plan, device: str, max_pixels: int, total: int) -> int:
     """Load the model and restore ``plan.jobs``; a file that fails is skipped by name and the run goes on."""
     from tqdm import tqdm
 
@@ -439,12 +258,12 @@ def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, to
     bar = tqdm(plan.jobs, unit="img", disable=args.no_progress, file=sys.stderr)
 
     def skip(src: Path, reason: str) -> None:
-        skipped.append(f"{_show(src)}: {reason}")
+        skipped.append(f"{show(src)}: {reason}")
         tqdm.write(f"skipped {skipped[-1]}", file=sys.stderr)
 
     try:
         for i, (src, target) in enumerate(bar):
-            bar.set_postfix_str(_show(src.name), refresh=False)
+            bar.set_postfix_str(show(src.name), refresh=False)
             try:
                 loaded = load_image(src, max_pixels=max_pixels)
             except (ValueError, OSError) as err:
@@ -452,12 +271,12 @@ def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, to
                 skip(src, msg.removeprefix(f"{src}: ") or type(err).__name__)
                 continue
             if loaded.note:
-                tqdm.write(f"note: {_show(loaded.note)}", file=sys.stderr)
+                tqdm.write(f"note: {show(loaded.note)}", file=sys.stderr)
             try:
                 out = _restore_fitting(model=model, image=loaded.image, task=task, tile=args.tile,
                                        overlap=args.overlap, ensemble=args.ensemble, device=device,
                                        dtype=args.dtype, scale=args.scale, size=args.size, compile=args.compile,
-                                       name=_show(src))
+                                       name=show(src))
             except (FloatingPointError, ValueError) as err:
                 skip(src, str(err))
                 continue
@@ -468,18 +287,18 @@ def _run(args: argparse.Namespace, plan: _Plan, device: str, max_pixels: int, to
                 _save_atomic(out, target, loaded)
             except OSError as err:
                 if err.errno in _STOP_ERRNOS:
-                    stopped = (f"stopped at {_show(src)}: cannot write {_show(target)} ({err.strerror}); "
+                    stopped = (f"stopped at {show(src)}: cannot write {show(target)} ({err.strerror}); "
                                f"{len(plan.jobs) - i} image(s) not restored")
                     break
-                skip(src, f"cannot write {_show(target)} ({err.strerror or err})")
+                skip(src, f"cannot write {show(target)} ({err.strerror or err})")
                 continue
             done += 1
     except KeyboardInterrupt:
         bar.close()
-        print(f"restored {done} of {total} image(s) into {_show(args.output)} before the interrupt", file=sys.stderr)
+        print(f"restored {done} of {total} image(s) into {show(args.output)} before the interrupt", file=sys.stderr)
         raise
     bar.close()
-    print(f"restored {done} of {total} image(s) into {_show(args.output)}", file=sys.stderr)
+    print(f"restored {done} of {total} image(s) into {show(args.output)}", file=sys.stderr)
     if stopped:
         print(f"{stopped}; fix that and rerun with --overwrite (finished outputs are complete)", file=sys.stderr)
     if skipped:
