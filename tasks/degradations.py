@@ -180,13 +180,15 @@ def sr_any_batch(
         raise ValueError(f"hr patches of {h}x{w} are too small for scales up to {high} at lq_size {lq_size}: "
                          f"crop them to at least {need}x{need}")
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    draws = torch.rand(b, generator=generator, device=gen_device, dtype=torch.float64).cpu()
+    # every image's scale and crop corner in one draw, read back once: on a CUDA generator each value read on the
+    # host is a device sync, and two reads per image stalled the step once per patch
+    draws = torch.rand((b, 3), generator=generator, device=gen_device, dtype=torch.float64).tolist()
     lqs, coords, cells, gts, scales = [], [], [], [], []
-    for i in range(b):
-        s = low + (high - low) * float(draws[i])
-        size = round(lq_size * s)
-        top = int(torch.randint(0, h - size + 1, (1,), generator=generator, device=gen_device))
-        left = int(torch.randint(0, w - size + 1, (1,), generator=generator, device=gen_device))
+    for i, (u_scale, u_top, u_left) in enumerate(draws):
+        size = round(lq_size * (low + (high - low) * u_scale))
+        # a uniform integer in [0, n) from u in [0, 1) (min(): float rounding can reach n in theory)
+        top = min(int(u_top * (h - size + 1)), h - size)
+        left = min(int(u_left * (w - size + 1)), w - size)
         crop = hr[i : i + 1, :, top : top + size, left : left + size]
         lqs.append(imresize(crop, size=(lq_size, lq_size), quantize=quantize))  # size 1:1 only quantizes
         pick = torch.randperm(size * size, generator=generator, device=gen_device)[:num_queries].to(hr.device)

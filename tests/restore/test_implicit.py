@@ -396,6 +396,27 @@ def test_sr_any_batch_gt_matches_its_crop():
     assert math.isclose(float(s.cell[0, 0, 0]), 2 / 96, rel_tol=1e-6)
 
 
+def test_sr_any_batch_crops_every_position_uniformly():
+    # one scale (2) on 100 px images: a 96 px crop at one of 5 x 5 corners, each about equally often
+    hr = torch.arange(100.0).view(1, 1, 1, 100).expand(64, 3, 100, 100) / 100  # the column index, in [0, 1)
+    hr = hr + hr.transpose(2, 3) * 100  # + the row index * 100 / 100: pixel (r, c) = r + c / 100
+    g = torch.Generator().manual_seed(0)
+    corners = []
+    for _ in range(8):
+        s = sr_any_batch(hr, g, scale_range=(2.0, 2.0), num_queries=1)
+        # gt pixel = top + row + (left + col) / 100, and coord gives (row, col) inside the crop
+        rows = ((s.coord[:, 0, 0] + 1) * 48 - 0.5).round()
+        cols = ((s.coord[:, 0, 1] + 1) * 48 - 0.5).round()
+        top = (s.gt[:, 0, 0] - rows).floor()
+        left = ((s.gt[:, 0, 0] - s.gt[:, 0, 0].floor()) * 100).round() - cols
+        corners += list(zip(top.long().tolist(), left.long().tolist()))
+    counts = torch.zeros(5, 5)
+    for t, l in corners:
+        counts[t, l] += 1
+    assert counts.sum() == 512 and bool((counts > 0).all())  # every corner, none outside
+    assert float(counts.max()) < 3 * 512 / 25  # no corner drawn far more often than 1/25
+
+
 @pytest.mark.parametrize("tail", ["lte", "liif"])
 def test_implicit_tail_runs_in_bf16_with_fp32_coordinates(tail):
     """bf16 training keeps the query points in fp32 (the engine does not cast them): the tail must accept that and
