@@ -52,6 +52,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from restore.families.base import arch_error, check_int, check_ints, check_number
+from restore.families.windows import shift_window_mask
 from restore.layers import PixelShuffleUpsample, init_transformer_weights, use_fused_attention, window_sdpa
 from restore.registry import register_family, register_variant
 from tasks.registry import TaskKind, get_task
@@ -253,21 +254,10 @@ class CrossedWindowAttention(nn.Module):
 
 
 def shifted_window_mask(height: int, width: int, window: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
-    """Additive attention mask (nW, N, N) for cyclically shifted windows: 0 within a region, -100 across.
-
-    -100 (not -inf) as in the official Swin/EDT code, so converted checkpoints give the same numbers.
-    """
-    wh, ww = window
-    sh, sw = shift
-    region = torch.zeros(height, width)
-    count = 0
-    for hs in (slice(0, -wh), slice(-wh, -sh), slice(-sh, None)):
-        for ws in (slice(0, -ww), slice(-ww, -sw), slice(-sw, None)):
-            region[hs, ws] = count
-            count += 1
-    windows = region.reshape(height // wh, wh, width // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
-    diff = windows.unsqueeze(1) - windows.unsqueeze(2)  # (nW, N, N)
-    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+    """Additive attention mask (nW, N, N) for cyclically shifted (rows, cols) windows: 0 within a region, -100
+    across (as the official Swin/EDT code, so converted checkpoints give the same numbers); Swin's mask
+    (`restore.families.windows.shift_window_mask`) at a rectangular window."""
+    return shift_window_mask(height, width, window, shift)
 
 
 class EDTBlock(nn.Module):

@@ -1,6 +1,6 @@
 """Swin's window machinery, shared by the SwinIR and HAT bodies (and their ONNX export): windows cut and pasted
 back, the relative position index of window attention (HAT's overlapping windows too), and the shifted-window
-attention mask with its per-size cache. EDT's rectangular windows have their own mask (`restore.families.edt`)."""
+attention mask with its per-size cache (EDT's rectangular windows use the same mask)."""
 
 from __future__ import annotations
 
@@ -48,18 +48,20 @@ def relative_position_index(ws_q: int, ws_k: int | None = None) -> torch.Tensor:
         return rel[0] * (ws_q + ws_k - 1) + rel[1]
 
 
-def shift_window_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
-    """The shifted-window attention mask, (nW, ws², ws²) float with 0 inside a region and -100 across regions.
+def shift_window_mask(h: int, w: int, ws: int | tuple[int, int], shift: int | tuple[int, int]) -> torch.Tensor:
+    """The shifted-window attention mask, (nW, N, N) float with 0 inside a region and -100 across regions.
 
     After a cyclic shift a window can hold pixels from up to four image regions that were not adjacent; the mask
     keeps them from attending to each other. -100 (not -inf) as in the reference, so results match it exactly.
+    ``ws`` and ``shift`` are one side (Swin's square windows, N = ws²) or (rows, cols) (EDT's rectangular
+    windows, N = rows * cols); windows and their pixels are in row-major order, as `window_partition` cuts them.
     """
-    img = torch.zeros(1, h, w, 1, device="cpu")
-    cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-    for i, hs in enumerate(cuts):
-        for j, wsl in enumerate(cuts):
-            img[:, hs, wsl, :] = i * 3 + j
-    win = window_partition(img, ws).view(-1, ws * ws)  # (nW, N)
+    (wh, ww), (sh, sw) = (ws, ws) if isinstance(ws, int) else ws, (shift, shift) if isinstance(shift, int) else shift
+    region = torch.zeros(h, w, device="cpu")
+    for i, rows in enumerate((slice(0, -wh), slice(-wh, -sh), slice(-sh, None))):
+        for j, cols in enumerate((slice(0, -ww), slice(-ww, -sw), slice(-sw, None))):
+            region[rows, cols] = i * 3 + j
+    win = region.view(h // wh, wh, w // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)  # (nW, N)
     diff = win[:, None, :] - win[:, :, None]
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
