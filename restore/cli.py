@@ -186,63 +186,22 @@ def _load_model(args: argparse.Namespace, device: str) -> tuple[Any, str]:
 
 
 def _restore_reporting(**kwargs: Any) -> Any:
-    """``restore_image(**kwargs)``, its `FallbackWarning`s (fp32 recompute, eager run) printed as one line each."""
+    """``restore_image(**kwargs)``, its `FallbackWarning`s (fp32 recompute, eager run, out-of-memory retry in
+    smaller tiles) printed as one line each."""
     from tqdm import tqdm
 
     from restore.inference import FallbackWarning, restore_image
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FallbackWarning)
-        out = restore_image(**kwargs)
-    for w in caught:
-        if issubclass(w.category, FallbackWarning):
-            tqdm.write(f"warning: {show(str(w.message))}", file=sys.stderr)
-        else:  # not ours: shown as Python would have
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return out
-
-
-MIN_RETRY_TILE = 64  # the smallest tile an out-of-memory retry asks for (input pixels)
-
-
-def _smaller_tile(tile: int | None, image_side: int, overlap: int, multiple: int) -> int | None:
-    """The tile to retry with after running out of memory at ``tile`` (None: the whole image): half the tiles
-    that ran, if that makes them smaller (tiles are whole multiples of the model's window) and asks for at least
-    `MIN_RETRY_TILE`; else None."""
-    from restore.tiling import effective_tile
-
-    ran = image_side if tile is None else effective_tile(tile, overlap, multiple)
-    smaller = ran // 2
-    if smaller < MIN_RETRY_TILE or effective_tile(smaller, overlap, multiple) >= ran:
-        return None
-    return smaller
-
-
-def _restore_fitting(**kwargs: Any) -> Any:
-    """`_restore_reporting`, retried with half the tile (the whole image first, if no tile was given) while the
-    device runs out of memory, down to `MIN_RETRY_TILE`; each retry is noted. Tiles change the output only near
-    their seams (`restore.tiling.tiled_forward` blends overlapping tiles)."""
-    import torch
-    from tqdm import tqdm
-
-    from restore.inference import is_out_of_memory
-
-    image, tile = kwargs["image"], kwargs.pop("tile")
-    side = max(image.shape[:2] if hasattr(image, "shape") else image.size)  # a (H, W[, C]) array, or a PIL image
-    multiple = kwargs["model"].pad_multiple(kwargs["task"])
-    while True:
         try:
-            return _restore_reporting(tile=tile, **kwargs)
-        except RuntimeError as err:
-            smaller = _smaller_tile(tile, side, kwargs["overlap"], multiple) if is_out_of_memory(err) else None
-            if smaller is None:
-                raise
-            where = "the whole image" if tile is None else f"tile {tile}"
-            tqdm.write(f"note: {kwargs['name']}: out of memory at {where}; retrying with --tile {smaller}",
-                       file=sys.stderr)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()  # what the failed attempt left cached goes back before the retry
-            tile = smaller
+            return restore_image(**kwargs)
+        finally:  # also when it fails: the retries before it are part of the story
+            for w in caught:
+                if issubclass(w.category, FallbackWarning):
+                    tqdm.write(f"warning: {show(str(w.message))}", file=sys.stderr)
+                else:  # not ours: shown as Python would have
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _run(args: argparse.Namespace, plan: Plan, device: str, max_pixels: int, total: int) -> int:
@@ -273,10 +232,10 @@ def _run(args: argparse.Namespace, plan: Plan, device: str, max_pixels: int, tot
             if loaded.note:
                 tqdm.write(f"note: {show(loaded.note)}", file=sys.stderr)
             try:
-                out = _restore_fitting(model=model, image=loaded.image, task=task, tile=args.tile,
-                                       overlap=args.overlap, ensemble=args.ensemble, device=device,
-                                       dtype=args.dtype, scale=args.scale, size=args.size, compile=args.compile,
-                                       name=show(src))
+                out = _restore_reporting(model=model, image=loaded.image, task=task, tile=args.tile,
+                                         overlap=args.overlap, ensemble=args.ensemble, device=device,
+                                         dtype=args.dtype, scale=args.scale, size=args.size, compile=args.compile,
+                                         name=show(src), fit_memory=True)
             except (FloatingPointError, ValueError) as err:
                 skip(src, str(err))
                 continue

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restore.tiling import effective_tile, round_tile, self_ensemble, tiled_forward, tiled_query
+from restore.tiling import effective_tile, round_tile, self_ensemble, smaller_tile, tiled_forward, tiled_query
 
 if TYPE_CHECKING:
     from restore.model import RestorationModel
@@ -247,6 +247,7 @@ def restore_image(
     size: tuple[int, int] | None = None,
     compile: bool | str = False,
     name: str | None = None,
+    fit_memory: bool = False,
 ) -> Any:
     """Restore one image with ``model`` for ``task``; returns the same kind of image as given.
 
@@ -269,6 +270,10 @@ def restore_image(
         compile: run the model through ``torch.compile`` with dynamic shapes (True: inductor; or a backend name),
             compiled once per model; eager, with one `FallbackWarning`, where that backend is unavailable.
         name: what warnings call the image (default: its path, or ``"input"``).
+        fit_memory: where the device runs out of memory, retry in tiles of half the size that ran (the whole
+            image first when ``tile`` is None), down to `restore.tiling.MIN_RETRY_TILE` px, with one
+            `FallbackWarning` per retry; the out-of-memory error is raised once no smaller tile exists. Tiles
+            change the output only near their seams (overlapping tiles are blended).
 
     Raises:
         FloatingPointError: the model's output holds NaN or inf even in float32 (an error, not a black image).
@@ -327,17 +332,37 @@ def restore_image(
     if arbitrary and ensemble and (tile is not None or (x.shape[-2] == x.shape[-1] and out_size[0] != out_size[1])):
         raise ValueError("ensemble=True with task 'sr_any' works untiled and for outputs that rotate with the "
                          "input (not a square input with a non-square output); drop tile= or ensemble=")
+    multiple = model.pad_multiple(task)
+
+    def forward(tile: int | None) -> torch.Tensor:
+        if tile is None or (x.shape[-2] <= round_tile(tile, multiple) and x.shape[-1] <= round_tile(tile, multiple)):
+            return fn(x).cpu()  # the same call untiled: bit-identical when the tile covers the image
+        if arbitrary:
+            return tiled_query(query, x, out_size, tile, overlap, multiple=multiple)
+        return tiled_forward(fn, x, fixed_scale, tile, overlap, multiple=multiple)
+
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            multiple = model.pad_multiple(task)
-            if tile is None or (x.shape[-2] <= round_tile(tile, multiple) and x.shape[-1] <= round_tile(tile, multiple)):
-                y = fn(x).cpu()  # the same call untiled: bit-identical when the tile covers the image
-            elif arbitrary:
-                y = tiled_query(query, x, out_size, tile, overlap, multiple=multiple)
-            else:
-                y = tiled_forward(fn, x, fixed_scale, tile, overlap, multiple=multiple)
+        while True:
+            try:
+                with torch.inference_mode():
+                    y = forward(tile)
+                break
+            except RuntimeError as err:
+                # sr_any's ensemble runs untiled only (checked above): no smaller tile to retry with
+                retry = fit_memory and is_out_of_memory(err) and not (arbitrary and ensemble)
+                smaller = smaller_tile(tile, max(x.shape[-2:]), overlap, multiple) if retry else None
+                if smaller is None:
+                    raise
+                where = "the whole image" if tile is None else f"tile {tile}"
+                warnings.warn(f"{name}: out of memory at {where}; retrying with tile {smaller}", FallbackWarning,
+                              stacklevel=2)
+            # out of the except block, the error's traceback no longer holds the failed attempt's tensors: what
+            # they left cached goes back before the retry
+            if run_device.type == "cuda":
+                torch.cuda.empty_cache()
+            tile = smaller
     finally:
         model.train(was_training)
     if tiles["recomputed"]:

@@ -20,7 +20,10 @@ from typing import Callable
 
 import torch
 
-__all__ = ["tiled_forward", "tiled_query", "self_ensemble", "round_tile", "effective_tile"]
+__all__ = ["tiled_forward", "tiled_query", "self_ensemble", "round_tile", "effective_tile", "smaller_tile",
+           "MIN_RETRY_TILE"]
+
+MIN_RETRY_TILE = 64  # the smallest tile an out-of-memory retry asks for (input pixels)
 
 
 def round_tile(tile: int, multiple: int) -> int:
@@ -33,6 +36,17 @@ def round_tile(tile: int, multiple: int) -> int:
 def effective_tile(tile: int, overlap: int, multiple: int) -> int:
     """The side of the tiles `tiled_forward` runs for a requested ``tile`` (see `_tile_grid`)."""
     return _tile_grid(tile, overlap, multiple)[0]
+
+
+def smaller_tile(tile: int | None, image_side: int, overlap: int, multiple: int) -> int | None:
+    """The tile to retry with after running out of memory at ``tile`` (None: the whole image): half the tiles
+    that ran, if that makes them smaller (tiles are whole multiples of the model's window) and asks for at least
+    `MIN_RETRY_TILE`; else None."""
+    ran = image_side if tile is None else effective_tile(tile, overlap, multiple)
+    smaller = ran // 2
+    if smaller < MIN_RETRY_TILE or effective_tile(smaller, overlap, multiple) >= ran:
+        return None
+    return smaller
 
 
 def _tile_grid(tile: int, overlap: int, multiple: int) -> tuple[int, int]:

@@ -136,3 +136,35 @@ def test_restore_image_keeps_training_mode(tiny_model):
     tiny_model.train()
     restore.restore_image(tiny_model, torch.rand(3, 8, 8), "sr_x2")
     assert tiny_model.training
+
+
+def test_fit_memory_retries_in_half_size_tiles(tiny_model, monkeypatch):
+    """``fit_memory=True``: out of memory at the whole image, then at each tile above what fits, retried with half
+    the tile that ran (one FallbackWarning per retry) until it fits; the output is that tile's. Without it, or where
+    no smaller tile exists, the error comes through. Out-of-memory is injected above an input side (no GPU here);
+    edt_tiny tiles are whole multiples of 24 px, so tile 260 runs 264 px tiles, 132 runs 144 and 72 runs 72."""
+    from restore.inference import FallbackWarning
+    from restore.model import RestorationModel
+
+    forward, limit = RestorationModel.forward, {"side": 150}
+
+    def small_inputs_only(self, x, *args, **kwargs):
+        if max(x.shape[-2:]) > limit["side"]:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB ({tuple(x.shape)})")
+        return forward(self, x, *args, **kwargs)
+
+    x = torch.rand(1, 3, 150, 520)
+    monkeypatch.setattr(RestorationModel, "forward", small_inputs_only)
+    with pytest.raises(torch.OutOfMemoryError):
+        restore.restore_image(tiny_model, x, "sr_x2", overlap=8)
+    with pytest.warns(FallbackWarning) as caught:
+        out = restore.restore_image(tiny_model, x, "sr_x2", overlap=8, fit_memory=True, name="big")
+    assert [str(w.message) for w in caught] == ["big: out of memory at the whole image; retrying with tile 260",
+                                                "big: out of memory at tile 260; retrying with tile 132"]
+    monkeypatch.setattr(RestorationModel, "forward", forward)
+    assert torch.equal(out, restore.restore_image(tiny_model, x, "sr_x2", tile=132, overlap=8))
+    monkeypatch.setattr(RestorationModel, "forward", small_inputs_only)
+    limit["side"] = 48  # not even the 72 px tiles fit, and 36 would be under MIN_RETRY_TILE
+    with pytest.warns(FallbackWarning) as caught, pytest.raises(torch.OutOfMemoryError):
+        restore.restore_image(tiny_model, x, "sr_x2", overlap=8, fit_memory=True, name="big")
+    assert str(caught[-1].message) == "big: out of memory at tile 132; retrying with tile 72"
