@@ -1,7 +1,5 @@
 """``python -m finetune`` = the ``finetune`` command."""
 
-import sys
+from finetune.cli import entry
 
-from finetune.cli import main
-
-sys.exit(main())
+entry()

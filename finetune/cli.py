@@ -93,10 +93,9 @@ def _main(argv: list[str]) -> int:
     # bad input raises (tasks.errors.InputError and kin) and `run_command` makes it one line and exit 2
     recipe = get_recipe(args.recipe, overrides)
     from finetune.train import FinetuneConfig, run_finetune
+    from pretrain.launch import setup_single_rank_env
 
     if args.local_rank is not None:
-        from pretrain.launch import setup_single_rank_env
-
         setup_single_rank_env(args.local_rank)
     cfg = FinetuneConfig(
         init=args.init, tasks=args.tasks, train=args.train, val=args.val, recipe=recipe,
@@ -126,5 +125,16 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``finetune`` program (console script, ``python -m finetune[.cli]``): `main`, then, after a run that
+    succeeded, `pretrain.launch.shutdown_distributed` before the interpreter exits."""
+    from pretrain.launch import shutdown_distributed
+
+    code = main()
+    if code == 0:
+        shutdown_distributed()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

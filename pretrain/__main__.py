@@ -1,5 +1,3 @@
-import sys
+from pretrain.cli import entry
 
-from pretrain.cli import main
-
-sys.exit(main())
+entry()

@@ -160,5 +160,17 @@ def _check_run(args: argparse.Namespace, recipe: Recipe) -> Path:
     return run_dir
 
 
+def entry() -> None:
+    """The ``pretrain`` program (console script, ``python -m pretrain.cli`` under a launcher, ``python -m
+    pretrain``): `main`, then, after a run that succeeded, `pretrain.launch.shutdown_distributed` before the
+    interpreter exits (in-process callers of `main` keep their process group)."""
+    from pretrain.launch import shutdown_distributed
+
+    code = main()
+    if code == 0:
+        shutdown_distributed()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -26,7 +26,7 @@ from tasks.errors import InputError
 
 __all__ = [
     "DistInfo", "setup_single_rank_env", "rendezvous_env", "skip_shm_op_build", "free_port", "dist_info",
-    "init_distributed", "cuda_device_index", "local_device_env", "collective_timeout", "DEFAULT_MASTER_PORT",
+    "init_distributed", "shutdown_distributed", "cuda_device_index", "local_device_env", "collective_timeout", "DEFAULT_MASTER_PORT",
 ]
 
 
@@ -174,6 +174,23 @@ def init_distributed() -> DistInfo:
     else:
         _init_gloo_retrying(deepspeed)
     return info
+
+
+def shutdown_distributed() -> None:
+    """Destroy the default process group at the end of a run that finished on every rank; the programs call it
+    (`pretrain.cli.entry`, `finetune.cli.entry`) just before the interpreter exits.
+
+    Left to interpreter exit, gloo's worker threads can still hold work whose tensors need the GIL while the
+    interpreter is torn down, and the process aborts (SIGABRT, "terminate called without an active exception")
+    after the run has finished and written everything (pytorch/pytorch#190489); NCCL warns that it was not
+    destroyed. Only on success (as torchtitan, pytorch/torchtitan#1342): after an error other ranks may still be
+    inside a collective, and destroying the group could hang instead of letting the launcher end the job. Not
+    for a process that trains again: DeepSpeed keeps its groups of the destroyed one.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def local_device_env(env: Mapping[str, str], visible: int) -> tuple[int, dict[str, str]]:

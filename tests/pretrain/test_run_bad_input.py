@@ -186,3 +186,25 @@ def test_run_that_dies_before_its_first_checkpoint_leaves_no_folder(tmp_path, ca
     assert code == 1 and "without one usable sample" in err, err
     assert not (tmp_path / "new").exists(), "a run that never checkpointed left its folder behind"
     assert _digest([shard]) == before
+
+
+def test_the_program_destroys_its_process_group_before_exit(good, tmp_path):
+    """The ``pretrain`` program (`pretrain.cli.entry`) destroys the process group once a run has finished: a gloo
+    group left to interpreter exit can abort the process there (SIGABRT after "done", pytorch/pytorch#190489).
+    In a subprocess: DeepSpeed keeps the groups of a destroyed one, so this process could not train again."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, torch.distributed as dist\n"
+        "from pretrain.cli import entry\n"
+        "try:\n    entry()\n"
+        "except SystemExit as e:\n    print('exit', e.code, 'group alive' if dist.is_initialized() else 'group destroyed')\n"
+    )
+    args = ["run", "--recipe", "smoke", "--data", good[0], "--out", str(tmp_path / "run"), *SMALL]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+    done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exit 0 group destroyed" in done.stdout, done.stdout[-2000:]
+    assert (tmp_path / "run" / "summary.json").exists()
