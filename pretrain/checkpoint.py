@@ -108,14 +108,15 @@ def save_checkpoint(
     if trainer.gan is not None:
         trainer.gan.save_checkpoint(path)
     weights = full_fp32_state_dict(trainer.module)  # collective: every rank takes part
+    ema = trainer.ema.gather() if trainer.ema is not None else None  # collective where it is sharded
     plain, tensors = _rng_state()
     atomic_write_text(path / f"rank-{rank}.json", json.dumps({"step": step, "data": data_state, "rng": plain}))
     _atomic_save_tensors(tensors, path / f"rank-{rank}-rng.safetensors")
     if rank == 0:
         _atomic_save_tensors({k: v.to("cpu", copy=True) for k, v in weights.items()}, path / WEIGHTS_NAME)
         atomic_write_text(path / CONFIG_NAME, json.dumps(trainer.module.config_dict(), indent=1))
-        if trainer.ema is not None:
-            _atomic_save_tensors(trainer.ema.shadow, path / EMA_WEIGHTS)
+        if ema is not None:  # copies: a gathered EMA's tensors are views of one buffer, which safetensors refuses
+            _atomic_save_tensors({k: v.to("cpu", copy=True) for k, v in ema.items()}, path / EMA_WEIGHTS)
         atomic_write_text(path / "recipe.json", json.dumps(recipe, indent=1))
         atomic_write_text(path / "trainer.json", json.dumps({"step": step, **info}, indent=1))
     dist.barrier()  # every rank's files are on disk before the marker

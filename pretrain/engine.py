@@ -13,7 +13,8 @@
 - The step keeps its losses as device tensors (a ``float()`` per task per micro-step would synchronise the GPU);
   the loop converts them at log steps only.
 - EMA: kept in fp32 on the engine's device, updated with one fused ``_foreach_lerp_`` from the optimizer's fp32
-  master weights (under bf16 the module holds bf16 copies; `fp32_master_weights`).
+  master weights (under bf16 the module holds bf16 copies), sharded over the ranks as ZeRO shards those
+  (`master_slices`) and gathered only for checkpoints and validation.
 - Losses: L1 per task, weighted and summed (EDT sums over tasks; ``sr_any`` on its sampled query points); IPT's
   supervised contrastive term (Khosla et al. 2020, as in IPT's MindSpore ``src/loss.py``: temperature 0.07,
   weight 0.1) on the body's output features, where patches cut from the same image are positives.
@@ -37,7 +38,7 @@ from pretrain.degrade import degrade_pending
 from pretrain.recipes import Recipe
 
 __all__ = [
-    "build_ds_config", "lr_lambda", "EMA", "fp32_master_weights", "full_fp32_state_dict",
+    "build_ds_config", "lr_lambda", "EMA", "fp32_master_weights", "master_slices", "full_fp32_state_dict",
     "enable_activation_checkpointing",
     "checkpoint_blocks", "Trainer", "MultiTask", "model_input", "unwrap_state_dict", "supcon_loss",
 ]
@@ -90,71 +91,150 @@ def _with_weights(module: nn.Module, weights: dict[str, torch.Tensor] | None) ->
 
 class EMA:
     """Exponential moving average of the weights (fp32, on the model's device), as BasicSR's
-    ``model_ema(decay=0.999)``."""
+    ``model_ema(decay=0.999)``.
 
-    def __init__(self, model: nn.Module, decay: float, weights: dict[str, torch.Tensor] | None = None):
+    Where DeepSpeed shards the fp32 master weights over the data-parallel ranks (bf16/fp16 under ZeRO-1/2:
+    ``master_slices``), each rank keeps the average of its own slices only (buffers whole): no collective per
+    step, and 1/N of the memory. `gather` (collective: every rank calls it) assembles the full average, which
+    `shadow` then returns until the next `update`; checkpoints and validation gather. Otherwise (fp32) the
+    average follows the module's own full weights and `shadow` is always current.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, weights: dict[str, torch.Tensor] | None = None,
+                 master_slices: dict[str, torch.Tensor] | None = None):
         self.decay = decay
-        state = _with_weights(model, weights)  # ``weights``: as in `update`
-        self.shadow = {k: v.detach().float().clone() for k, v in state.items()}
+        self._sharded = master_slices is not None
+        if self._sharded:  # `master_slices`: this rank's slices of the fp32 masters (see `update`)
+            self._params = _mapped_params(model)
+            names = {n for n, _p in self._params}
+            self._state = {k: v.detach().float().clone() for k, v in model.state_dict().items() if k not in names}
+            self._slices = {n: v.detach().float().clone() for n, v in master_slices.items()}
+            self._gathered: dict[str, torch.Tensor] | None = None
+        else:
+            state = _with_weights(model, weights)  # ``weights``: as in `update`
+            self._state = {k: v.detach().float().clone() for k, v in state.items()}
+
+    @property
+    def sharded(self) -> bool:
+        return self._sharded
+
+    @property
+    def shadow(self) -> dict[str, torch.Tensor]:
+        """The averaged weights, a full state dict (sharded: as of the last `gather`, which must follow the last
+        `update`)."""
+        if not self._sharded:
+            return self._state
+        if self._gathered is None:
+            raise RuntimeError("the EMA is sharded over the ranks and was updated since its last gather(): call "
+                               "gather() on every rank first")
+        return self._gathered
+
+    def gather(self) -> dict[str, torch.Tensor]:
+        """`shadow`, assembled from every rank's slices where the EMA is sharded (one all-reduce; collective: every
+        rank calls it); the full state at once otherwise."""
+        if self._sharded and self._gathered is None:
+            self._gathered = {**self._state, **_assemble(self._params, self._slices)}
+        return self.shadow
 
     @torch.no_grad()
-    def update(self, model: nn.Module, weights: dict[str, torch.Tensor] | None = None) -> None:
+    def update(self, model: nn.Module, weights: dict[str, torch.Tensor] | None = None,
+               master_slices: dict[str, torch.Tensor] | None = None) -> None:
         """shadow <- decay * shadow + (1 - decay) * weights, as one fused ``_foreach_lerp_`` over all tensors.
 
         ``weights`` (e.g. `fp32_master_weights`) replace the model's own tensors of those names: under bf16 the
         module holds bf16 copies of the optimizer's fp32 masters, and an EMA of those would average rounding steps.
+        A sharded EMA takes ``master_slices`` (`master_slices`) instead, and the buffers from the model.
         """
-        state = _with_weights(model, weights)
+        if self._sharded:
+            if master_slices is None or master_slices.keys() != self._slices.keys():
+                raise ValueError("a sharded EMA updates from this rank's master slices: pass master_slices(module)")
+            names = list(self._slices)
+            torch._foreach_lerp_([self._slices[n] for n in names], [master_slices[n].float() for n in names],
+                                 1 - self.decay)
+            self._gathered = None
+            state = {k: v for k, v in model.state_dict().items() if k in self._state}
+        else:
+            state = _with_weights(model, weights)
         floats = [k for k, v in state.items() if v.dtype.is_floating_point]
         if floats:
-            torch._foreach_lerp_([self.shadow[k] for k in floats], [state[k].detach().float() for k in floats],
+            torch._foreach_lerp_([self._state[k] for k in floats], [state[k].detach().float() for k in floats],
                                  1 - self.decay)
         for k, v in state.items():
             if not v.dtype.is_floating_point:
-                self.shadow[k].copy_(v)
+                self._state[k].copy_(v)
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Take saved EMA weights, onto the device and dtype of the live shadow (a file loads onto the CPU; the
-        next `update` would otherwise mix CPU and CUDA tensors)."""
-        missing, unexpected = sorted(set(self.shadow) - set(state)), sorted(set(state) - set(self.shadow))
+        """Take saved EMA weights (a full state dict, as `shadow`), onto the device and dtype of the live average (a
+        file loads onto the CPU; the next `update` would otherwise mix CPU and CUDA tensors); sharded: this rank's
+        slices of them."""
+        live = set(self._state) | ({n for n, _p in self._params} if self._sharded else set())
+        missing, unexpected = sorted(live - set(state)), sorted(set(state) - live)
         if missing or unexpected:
             raise ValueError(f"the saved EMA weights do not fit this model: missing {missing[:8]}, "
                              f"unexpected {unexpected[:8]}; resume without EMA (ema=0) or from a matching run")
-        self.shadow = {k: state[k].to(device=v.device, dtype=v.dtype) for k, v in self.shadow.items()}
+        self._state = {k: state[k].to(device=v.device, dtype=v.dtype) for k, v in self._state.items()}
+        if self._sharded:
+            for name, p in self._params:
+                if name in self._slices:
+                    address = p._hp_mapping.lp_fragment_address
+                    flat = state[name].reshape(-1).narrow(0, address.start, address.numel)
+                    live_slice = self._slices[name]
+                    self._slices[name] = flat.to(device=live_slice.device, dtype=live_slice.dtype).clone()
+            self._gathered = None
+
+
+def _mapped_params(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The parameters whose fp32 masters DeepSpeed's ZeRO-1/2 / bf16 optimizer keeps in slices (``_hp_mapping``)."""
+    return [(n, p) for n, p in module.named_parameters() if hasattr(p, "_hp_mapping")]
+
+
+def master_slices(module: nn.Module) -> dict[str, torch.Tensor] | None:
+    """{name: this rank's slice of the parameter's fp32 master (a view of the optimizer's flat partition)} for the
+    parameters of a bf16/fp16 ZeRO-1/2 module this rank holds a slice of, or None when the module's parameters
+    are the masters (fp32, no ZeRO mapping). Local: no collective."""
+    params = _mapped_params(module)
+    if not params or all(p.dtype == torch.float32 for _n, p in params):
+        return None
+    return {n: p._hp_mapping.get_hp_fragment() for n, p in params if p._hp_mapping is not None}
+
+
+def _assemble(params: list[tuple[str, nn.Parameter]], slices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Full fp32 tensors of ``params`` from every rank's ``slices`` (each at its parameter's ``_hp_mapping``
+    address; a rank holds none of some parameters): the slices are laid into one flat buffer and summed over the
+    data-parallel group in one all-reduce (the per-parameter ``safe_get_full_fp32_param`` would issue one
+    collective per tensor). Collective: every rank calls it."""
+    import torch.distributed as dist
+
+    flat = torch.zeros(sum(p.numel() for _n, p in params), dtype=torch.float32, device=params[0][1].device)
+    out, offset = {}, 0
+    for name, p in params:
+        view = flat.narrow(0, offset, p.numel())
+        if name in slices:
+            address = p._hp_mapping.lp_fragment_address
+            view.narrow(0, address.start, address.numel).copy_(slices[name])
+        out[name] = view.view(p.shape)
+        offset += p.numel()
+    if dist.is_initialized():
+        dist.all_reduce(flat, group=params[0][1]._dp_group)
+    return out
 
 
 def fp32_master_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
     """The optimizer's fp32 master copy of every parameter of a DeepSpeed bf16/fp16 module, or None when the
     module's parameters are the masters (fp32, no ZeRO mapping).
 
-    ZeRO-1/2 and DeepSpeed's bf16 optimizer keep each rank's slice of the flat fp32 masters (``_hp_mapping``);
-    the slices are laid into one flat buffer and summed over the data-parallel group in one all-reduce (the
-    per-parameter ``safe_get_full_fp32_param`` would issue one collective per tensor). ZeRO-3 partitions the
-    module's parameters themselves (shape (0,) outside a gather): each one is gathered from its fp32 partitions
-    with ``safe_get_full_fp32_param``. Collective: every rank calls it.
+    ZeRO-1/2 and DeepSpeed's bf16 optimizer keep each rank's slice of the flat fp32 masters (`master_slices`),
+    assembled by `_assemble` in one all-reduce. ZeRO-3 partitions the module's parameters themselves (shape (0,)
+    outside a gather): each one is gathered from its fp32 partitions with ``safe_get_full_fp32_param``.
+    Collective: every rank calls it.
     """
-    import torch.distributed as dist
-
     sharded = [(n, p) for n, p in module.named_parameters() if hasattr(p, "ds_id")]
     if sharded:  # ZeRO-3
         from deepspeed.utils import safe_get_full_fp32_param
 
         return {n: safe_get_full_fp32_param(p) for n, p in sharded}
-    params = [(n, p) for n, p in module.named_parameters() if hasattr(p, "_hp_mapping")]
-    if not params or all(p.dtype == torch.float32 for _n, p in params):
-        return None
-    flat = torch.zeros(sum(p.numel() for _n, p in params), dtype=torch.float32, device=params[0][1].device)
-    out, offset = {}, 0
-    for name, p in params:
-        view = flat.narrow(0, offset, p.numel())
-        if p._hp_mapping is not None:  # None: this rank holds no slice of this parameter
-            address = p._hp_mapping.lp_fragment_address
-            view.narrow(0, address.start, address.numel).copy_(p._hp_mapping.get_hp_fragment())
-        out[name] = view.view(p.shape)
-        offset += p.numel()
-    if dist.is_initialized():
-        dist.all_reduce(flat, group=params[0][1]._dp_group)
-    return out
+    slices = master_slices(module)
+    return None if slices is None else _assemble(_mapped_params(module), slices)
 
 
 def full_fp32_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -312,7 +392,8 @@ class Trainer:
         self.device = torch.device(self.engine.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # training shapes are fixed per task: tune each conv once
-        self.ema = EMA(self.module, recipe.ema, fp32_master_weights(self.module)) if recipe.ema > 0 else None
+        # the EMA of a sharded optimizer is sharded the same way: no all-reduce of the whole model per step
+        self.ema = EMA(self.module, recipe.ema, master_slices=master_slices(self.module)) if recipe.ema > 0 else None
         self._tasks = stream_tasks(recipe.tasks, recipe.mask_ratio, recipe.mask_patch)  # for degrade_pending
         # every body pass of the micro-step (forward_multi runs one per group of equal feature shape)
         self._body_outs: list[torch.Tensor] = []
@@ -380,6 +461,6 @@ class Trainer:
         # fp16: a step whose gradients overflowed is skipped by DeepSpeed's loss scaler (weights unchanged): the EMA
         # skips it too
         if self.ema is not None and self.engine.was_step_applied():
-            self.ema.update(self.module, fp32_master_weights(self.module))
+            self.ema.update(self.module, master_slices=master_slices(self.module))
         n = len(micro_batches)
         return StepResult(total_loss / n, {t: v / n for t, v in sums.items()}, images)

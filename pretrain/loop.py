@@ -160,6 +160,8 @@ def _validate(trainer: Trainer, on_validate: Validate, step: int, rank: int) -> 
     # benchmark images come in many sizes: cuDNN autotuning (on for the fixed training shapes) would tune each one,
     # slowly, and might pick other algorithms in another run, so that a validation score would not repeat
     autotune, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
+    if trainer.ema is not None:
+        trainer.ema.gather()  # collective where it is sharded: a validator on rank 0 may score the EMA
     try:
         with torch.no_grad():
             if trainer.recipe.zero_stage == 3:
