@@ -93,9 +93,9 @@ class EMA:
     """Exponential moving average of the weights (fp32, on the model's device), as BasicSR's
     ``model_ema(decay=0.999)``.
 
-    Where DeepSpeed shards the fp32 master weights over the data-parallel ranks (bf16/fp16 under ZeRO-1/2:
-    ``master_slices``), each rank keeps the average of its own slices only (buffers whole): no collective per
-    step, and 1/N of the memory. `gather` (collective: every rank calls it) assembles the full average, which
+    Where DeepSpeed shards the fp32 master weights over the data-parallel ranks (bf16/fp16 under ZeRO-1/2, and
+    ZeRO-3 in any precision: `master_slices`), each rank keeps the average of its own slices only (buffers whole):
+    no collective per step, and 1/N of the memory. `gather` (collective: every rank calls it) assembles the full average, which
     `shadow` then returns until the next `update`; checkpoints and validation gather. Otherwise (fp32) the
     average follows the module's own full weights and `shadow` is always current.
     """
@@ -175,36 +175,55 @@ class EMA:
         self._state = {k: state[k].to(device=v.device, dtype=v.dtype) for k, v in self._state.items()}
         if self._sharded:
             for name, p in self._params:
-                if name in self._slices:
+                if name not in self._slices:
+                    continue
+                live_slice = self._slices[name]
+                if hasattr(p, "ds_id"):  # ZeRO-3: this rank's equal partition
+                    piece = _own_partition(state[name], live_slice.numel()).view(live_slice.shape)
+                else:
                     address = p._hp_mapping.lp_fragment_address
-                    flat = state[name].reshape(-1).narrow(0, address.start, address.numel)
-                    live_slice = self._slices[name]
-                    self._slices[name] = flat.to(device=live_slice.device, dtype=live_slice.dtype).clone()
+                    piece = state[name].reshape(-1).narrow(0, address.start, address.numel)
+                self._slices[name] = piece.to(device=live_slice.device, dtype=live_slice.dtype).clone()
             self._gathered = None
 
 
 def _mapped_params(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """The parameters whose fp32 masters DeepSpeed's ZeRO-1/2 / bf16 optimizer keeps in slices (``_hp_mapping``)."""
-    return [(n, p) for n, p in module.named_parameters() if hasattr(p, "_hp_mapping")]
+    """The parameters whose fp32 masters DeepSpeed keeps in per-rank slices: ZeRO-3's partitioned ones (``ds_id``),
+    else those of ZeRO-1/2 and the bf16 optimizer (``_hp_mapping``)."""
+    zero3 = [(n, p) for n, p in module.named_parameters() if hasattr(p, "ds_id")]
+    return zero3 or [(n, p) for n, p in module.named_parameters() if hasattr(p, "_hp_mapping")]
 
 
 def master_slices(module: nn.Module) -> dict[str, torch.Tensor] | None:
     """{name: this rank's slice of the parameter's fp32 master (a view of the optimizer's flat partition)} for the
-    parameters of a bf16/fp16 ZeRO-1/2 module this rank holds a slice of, or None when the module's parameters
-    are the masters (fp32, no ZeRO mapping). Local: no collective."""
+    parameters this rank holds a slice of: ZeRO-3's partitions (in any precision: the module's parameters are
+    partitioned too), or a bf16/fp16 ZeRO-1/2 module's slices; None when the module's parameters are the masters
+    (fp32 without ZeRO-3). Local: no collective."""
     params = _mapped_params(module)
+    if params and hasattr(params[0][1], "ds_id"):
+        from deepspeed.utils import safe_get_local_fp32_param
+
+        frozen = [n for n, p in params if not p.requires_grad]
+        if frozen:  # no fp32 master to average, and the module holds only their partitions
+            raise ValueError(f"ema under zero_stage=3 needs every parameter trained, {len(frozen)} are frozen "
+                             f"({frozen[0]}, ...): use zero_stage<=2 or ema=0")
+        return {n: safe_get_local_fp32_param(p) for n, p in params}
     if not params or all(p.dtype == torch.float32 for _n, p in params):
         return None
     return {n: p._hp_mapping.get_hp_fragment() for n, p in params if p._hp_mapping is not None}
 
 
 def _assemble(params: list[tuple[str, nn.Parameter]], slices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Full fp32 tensors of ``params`` from every rank's ``slices`` (each at its parameter's ``_hp_mapping``
-    address; a rank holds none of some parameters): the slices are laid into one flat buffer and summed over the
-    data-parallel group in one all-reduce (the per-parameter ``safe_get_full_fp32_param`` would issue one
-    collective per tensor). Collective: every rank calls it."""
+    """Full fp32 tensors of ``params`` from every rank's ``slices``, in one collective (the per-parameter
+    ``safe_get_full_fp32_param`` would issue one per tensor). ZeRO-1/2: each slice sits at its parameter's
+    ``_hp_mapping`` address (a rank holds none of some parameters); the slices are laid into one flat buffer and
+    summed over the data-parallel group in one all-reduce. ZeRO-3: every rank holds an equal (end-padded) partition
+    of every parameter; they are all-gathered as one flat buffer and each parameter is its partitions in rank
+    order. Collective: every rank calls it."""
     import torch.distributed as dist
 
+    if hasattr(params[0][1], "ds_id"):
+        return _assemble_partitions(params, slices)
     flat = torch.zeros(sum(p.numel() for _n, p in params), dtype=torch.float32, device=params[0][1].device)
     out, offset = {}, 0
     for name, p in params:
@@ -217,6 +236,40 @@ def _assemble(params: list[tuple[str, nn.Parameter]], slices: dict[str, torch.Te
     if dist.is_initialized():
         dist.all_reduce(flat, group=params[0][1]._dp_group)
     return out
+
+
+def _assemble_partitions(params: list[tuple[str, nn.Parameter]], slices: dict[str, torch.Tensor]):
+    """`_assemble` for ZeRO-3 (as DeepSpeed's ``_fp32_state_allgather``, once for all parameters)."""
+    import torch.distributed as dist
+
+    names = [n for n, _p in params if n in slices]
+    local = torch.cat([slices[n].reshape(-1).float() for n in names])
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    every = torch.empty(world * local.numel(), dtype=torch.float32, device=local.device)
+    if world > 1:
+        dist.all_gather_into_tensor(every, local)
+    else:
+        every.copy_(local)
+    every = every.view(world, local.numel())
+    shapes = {n: p.ds_shape for n, p in params}
+    out, offset = {}, 0
+    for n in names:
+        part = slices[n].numel()
+        full = every[:, offset : offset + part].reshape(-1)  # the partitions in rank order, the last one padded
+        out[n] = full[: math.prod(shapes[n])].view(shapes[n])
+        offset += part
+    return out
+
+
+def _own_partition(full: torch.Tensor, part: int) -> torch.Tensor:
+    """This rank's ZeRO-3 partition (``part`` elements, the last rank's end-padded with zeros) of a full tensor."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    flat = full.reshape(-1)
+    start = rank * part
+    piece = flat[start : start + part]
+    return torch.cat([piece, piece.new_zeros(part - piece.numel())]) if piece.numel() < part else piece
 
 
 def fp32_master_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import socket
@@ -173,7 +174,14 @@ def init_distributed() -> DistInfo:
         deepspeed.init_distributed(dist_backend="nccl", timeout=collective_timeout())
     else:
         _init_gloo_retrying(deepspeed)
+    if info.world_size == 1 and not _EXIT_HOOK:
+        # a single rank has no peer to wait for: its group is destroyed at exit whatever happened (scripts,
+        # benchmarks and test sessions that train in-process), before interpreter teardown could abort it
+        _EXIT_HOOK.append(atexit.register(shutdown_distributed))
     return info
+
+
+_EXIT_HOOK: list = []  # the atexit hook of a single-rank group, registered once
 
 
 def shutdown_distributed() -> None:
@@ -185,7 +193,8 @@ def shutdown_distributed() -> None:
     after the run has finished and written everything (pytorch/pytorch#190489); NCCL warns that it was not
     destroyed. Only on success (as torchtitan, pytorch/torchtitan#1342): after an error other ranks may still be
     inside a collective, and destroying the group could hang instead of letting the launcher end the job. Not
-    for a process that trains again: DeepSpeed keeps its groups of the destroyed one.
+    for a process that trains again: DeepSpeed keeps its groups of the destroyed one. A single-rank group
+    (`init_distributed`) is destroyed at exit in any case: it has no peer to hang on.
     """
     import torch.distributed as dist
 

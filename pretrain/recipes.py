@@ -136,8 +136,6 @@ class Recipe:
             # cannot map them: the EMA and each checkpoint's fp32 weights would be fp16-rounded
             raise ValueError("precision=fp16 needs zero_stage>=1 (ZeRO-0's fp16 masters are not readable for the "
                              "EMA and the checkpoint's fp32 weights): use zero_stage=1 or precision=bf16")
-        if self.ema and self.zero_stage == 3:
-            raise ValueError("ema is kept on full weights and ZeRO-3 shards them: use zero_stage<=2 or ema=0")
         for name in ("batch_size", "lr_patch", "dn_patch", "steps", "grad_accum", "log_every", "ckpt_every",
                      "disc_feat"):
             if getattr(self, name) < 1:

@@ -39,7 +39,6 @@ def test_overrides_are_typed():
         ("mode=mixed", "mode='mixed'"),
         ("task_weights=1,2", "task_weights has 2 values for 4 tasks"),
         ("arch=[1]", "must be a JSON object"),
-        ("zero_stage=3", "ema is kept on full weights"),
         ("gan_type=wgan", "gan_type='wgan': use one of vanilla, hinge, relativistic"),
         ("perceptual_weight=1", "perceptual_weight is a term of the GAN stage: set gan_weight > 0"),
         ("gan_weight=-0.1", "gan_weight=-0.1 must be a finite number >= 0"),
