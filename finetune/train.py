@@ -147,6 +147,9 @@ class Validator:
             saved = json.loads(state_file.read_text())
             self.history, self.best = saved.get("history", []), saved.get("best")
 
+    # it scores the trainer's EMA where there is one: the loop gathers a sharded EMA on every rank first
+    scores_ema = True
+
     def score(self, model: nn.Module) -> dict[str, float]:
         import tasks as tasks_lib
 

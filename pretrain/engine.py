@@ -149,8 +149,9 @@ class EMA:
             if master_slices is None or master_slices.keys() != self._slices.keys():
                 raise ValueError("a sharded EMA updates from this rank's master slices: pass master_slices(module)")
             names = list(self._slices)
-            torch._foreach_lerp_([self._slices[n] for n in names], [master_slices[n].float() for n in names],
-                                 1 - self.decay)
+            if names:  # a rank of a tiny model on many ranks may hold no slice at all
+                torch._foreach_lerp_([self._slices[n] for n in names], [master_slices[n].float() for n in names],
+                                     1 - self.decay)
             self._gathered = None
             state = {k: v for k, v in model.state_dict().items() if k in self._state}
         else:
@@ -179,10 +180,11 @@ class EMA:
                     continue
                 live_slice = self._slices[name]
                 if hasattr(p, "ds_id"):  # ZeRO-3: this rank's equal partition
-                    piece = _own_partition(state[name], live_slice.numel()).view(live_slice.shape)
+                    piece = _own_partition(state[name], live_slice.numel(), p.ds_process_group)
                 else:
                     address = p._hp_mapping.lp_fragment_address
                     piece = state[name].reshape(-1).narrow(0, address.start, address.numel)
+                piece = piece.reshape(live_slice.shape)
                 self._slices[name] = piece.to(device=live_slice.device, dtype=live_slice.dtype).clone()
             self._gathered = None
 
@@ -244,10 +246,11 @@ def _assemble_partitions(params: list[tuple[str, nn.Parameter]], slices: dict[st
 
     names = [n for n, _p in params if n in slices]
     local = torch.cat([slices[n].reshape(-1).float() for n in names])
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    group = params[0][1].ds_process_group  # the partition group (the world, without hpZ/MiCS)
+    world = dist.get_world_size(group) if dist.is_initialized() else 1
     every = torch.empty(world * local.numel(), dtype=torch.float32, device=local.device)
     if world > 1:
-        dist.all_gather_into_tensor(every, local)
+        dist.all_gather_into_tensor(every, local, group=group)
     else:
         every.copy_(local)
     every = every.view(world, local.numel())
@@ -261,11 +264,12 @@ def _assemble_partitions(params: list[tuple[str, nn.Parameter]], slices: dict[st
     return out
 
 
-def _own_partition(full: torch.Tensor, part: int) -> torch.Tensor:
-    """This rank's ZeRO-3 partition (``part`` elements, the last rank's end-padded with zeros) of a full tensor."""
+def _own_partition(full: torch.Tensor, part: int, group: Any) -> torch.Tensor:
+    """This rank's ZeRO-3 partition (``part`` elements, the last rank's end-padded with zeros) of a full tensor,
+    ``group`` the parameter's partition group."""
     import torch.distributed as dist
 
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    rank = dist.get_rank(group) if dist.is_initialized() else 0
     flat = full.reshape(-1)
     start = rank * part
     piece = flat[start : start + part]

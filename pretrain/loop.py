@@ -25,6 +25,8 @@ from pretrain.telemetry import RunLogger
 
 __all__ = ["LoopResult", "train_loop"]
 
+# ``on_validate(step, model) -> metrics``; one with a true ``scores_ema`` attribute reads ``trainer.ema.shadow``,
+# which the loop then gathers on every rank first (a sharded EMA: `pretrain.engine.EMA`)
 Validate = Callable[[int, nn.Module], dict[str, float]]
 
 
@@ -160,8 +162,8 @@ def _validate(trainer: Trainer, on_validate: Validate, step: int, rank: int) -> 
     # benchmark images come in many sizes: cuDNN autotuning (on for the fixed training shapes) would tune each one,
     # slowly, and might pick other algorithms in another run, so that a validation score would not repeat
     autotune, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
-    if trainer.ema is not None:
-        trainer.ema.gather()  # collective where it is sharded: a validator on rank 0 may score the EMA
+    if trainer.ema is not None and getattr(on_validate, "scores_ema", False):
+        trainer.ema.gather()  # collective where it is sharded; only for a validator that scores the EMA
     try:
         with torch.no_grad():
             if trainer.recipe.zero_stage == 3:

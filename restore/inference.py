@@ -345,6 +345,7 @@ def restore_image(
     model.eval()
     try:
         while True:
+            tiles.update(run=0, recomputed=0)  # what the warning below reports is the attempt that gave the output
             try:
                 with torch.inference_mode():
                     y = forward(tile)

@@ -41,8 +41,9 @@ def effective_tile(tile: int, overlap: int, multiple: int) -> int:
 def smaller_tile(tile: int | None, image_side: int, overlap: int, multiple: int) -> int | None:
     """The tile to retry with after running out of memory at ``tile`` (None: the whole image): half the tiles
     that ran, if that makes them smaller (tiles are whole multiples of the model's window) and asks for at least
-    `MIN_RETRY_TILE`; else None."""
-    ran = image_side if tile is None else effective_tile(tile, overlap, multiple)
+    `MIN_RETRY_TILE`; else None. A tile that covers the image ran the whole image."""
+    whole = tile is None or round_tile(tile, multiple) >= image_side  # as `restore_image` runs it: untiled
+    ran = image_side if whole else effective_tile(tile, overlap, multiple)
     smaller = ran // 2
     if smaller < MIN_RETRY_TILE or effective_tile(smaller, overlap, multiple) >= ran:
         return None

@@ -508,3 +508,28 @@ def test_sharded_ema_on_two_ranks(tmp_path, zero_stage):
     else:  # every rank an equal partition of every parameter, the last one padded
         assert ranks[0]["slices"] == ranks[0]["params"] and ranks[0]["slice_numel"] == ranks[1]["slice_numel"]
         assert ranks[0]["param_numel"] <= together < ranks[0]["param_numel"] + 2 * ranks[0]["params"]
+
+
+def test_validation_gathers_a_sharded_ema_only_for_a_validator_that_scores_it(gloo):
+    """Pretraining's validators score the live model: gathering the whole EMA on every rank for them would only
+    cost memory (under ZeRO-3 on top of the gathered parameters). A validator with ``scores_ema`` gets it."""
+    from pretrain.loop import _validate
+
+    trainer = make_trainer(tiny_recipe(precision="bf16", ema=0.5))
+    trainer.step([next(Synthetic({"sr_x2": 8, "denoise_g25": 16}))])
+    assert trainer.ema.sharded
+    seen = {}
+
+    def plain(step, model):
+        return {"psnr": 1.0}
+
+    def scoring(step, model):
+        seen["ema"] = trainer.ema.shadow  # raises if the loop did not gather
+        return {"psnr": 1.0}
+
+    scoring.scores_ema = True
+    _validate(trainer, plain, 1, 0)
+    with pytest.raises(RuntimeError, match="gather"):
+        trainer.ema.shadow
+    _validate(trainer, scoring, 1, 0)
+    assert set(seen["ema"]) == set(trainer.module.state_dict())

@@ -168,3 +168,47 @@ def test_fit_memory_retries_in_half_size_tiles(tiny_model, monkeypatch):
     with pytest.warns(FallbackWarning) as caught, pytest.raises(torch.OutOfMemoryError):
         restore.restore_image(tiny_model, x, "sr_x2", overlap=8, fit_memory=True, name="big")
     assert str(caught[-1].message) == "big: out of memory at tile 132; retrying with tile 72"
+
+
+def test_fit_memory_from_a_tile_that_covers_the_image_halves_the_image(tiny_model, monkeypatch):
+    """A tile at least the image's size runs the whole image: the retry halves the image's side (260 for 520 px),
+    not the tile that never ran (1024 -> 516 -> 264 would rerun the whole image twice)."""
+    from restore.inference import FallbackWarning
+    from restore.model import RestorationModel
+
+    forward = RestorationModel.forward
+
+    def small_inputs_only(self, x, *args, **kwargs):
+        if max(x.shape[-2:]) > 300:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(RestorationModel, "forward", small_inputs_only)
+    with pytest.warns(FallbackWarning) as caught:
+        restore.restore_image(tiny_model, torch.rand(1, 3, 150, 520), "sr_x2", tile=1024, overlap=8, fit_memory=True,
+                              name="big")
+    assert [str(w.message) for w in caught] == ["big: out of memory at tile 1024; retrying with tile 260"]
+
+
+def test_fit_memory_reports_only_the_attempt_that_gave_the_output(tiny_model, monkeypatch):
+    """bf16 overflows on the whole image and its float32 recompute runs out of memory; the tiled retry overflows
+    nowhere: no overflow warning (it would describe an attempt whose output was thrown away)."""
+    from restore.inference import FallbackWarning
+    from restore.model import RestorationModel
+
+    forward = RestorationModel.forward
+
+    def overflow_then_oom(self, x, *args, **kwargs):
+        if max(x.shape[-2:]) > 150:
+            if torch.is_autocast_enabled("cpu"):
+                return torch.full((x.shape[0], 3, x.shape[-2] * 2, x.shape[-1] * 2), float("inf"))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(RestorationModel, "forward", overflow_then_oom)
+    with pytest.warns(FallbackWarning) as caught:
+        restore.restore_image(tiny_model, torch.rand(1, 3, 150, 520), "sr_x2", overlap=8, dtype="bf16",
+                              fit_memory=True, name="big")
+    messages = [str(w.message) for w in caught]
+    assert messages[0] == "big: out of memory at the whole image; retrying with tile 260"
+    assert not any("overflowed" in m for m in messages), messages
