@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Sequence
 
 from tasks.errors import at_least
@@ -126,14 +125,11 @@ def _main(argv: list[str]) -> int:
 
 
 def entry() -> None:
-    """The ``finetune`` program (console script, ``python -m finetune[.cli]``): `main`, then, after a run that
-    succeeded, `pretrain.launch.shutdown_distributed` before the interpreter exits."""
-    from pretrain.launch import shutdown_distributed
+    """The ``finetune`` program (console script, ``python -m finetune[.cli]``): `main` through
+    `pretrain.launch.exit_program`."""
+    from pretrain.launch import exit_program
 
-    code = main()
-    if code == 0:
-        shutdown_distributed()
-    sys.exit(code)
+    exit_program(main)
 
 
 if __name__ == "__main__":

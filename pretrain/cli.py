@@ -162,14 +162,10 @@ def _check_run(args: argparse.Namespace, recipe: Recipe) -> Path:
 
 def entry() -> None:
     """The ``pretrain`` program (console script, ``python -m pretrain.cli`` under a launcher, ``python -m
-    pretrain``): `main`, then, after a run that succeeded, `pretrain.launch.shutdown_distributed` before the
-    interpreter exits (in-process callers of `main` keep their process group)."""
-    from pretrain.launch import shutdown_distributed
+    pretrain``): `main` through `pretrain.launch.exit_program`."""
+    from pretrain.launch import exit_program
 
-    code = main()
-    if code == 0:
-        shutdown_distributed()
-    sys.exit(code)
+    exit_program(main)
 
 
 if __name__ == "__main__":

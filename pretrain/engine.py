@@ -95,8 +95,8 @@ class EMA:
 
     Where DeepSpeed shards the fp32 master weights over the data-parallel ranks (bf16/fp16 under ZeRO-1/2, and
     ZeRO-3 in any precision: `master_slices`), each rank keeps the average of its own slices only (buffers whole):
-    no collective per step, and 1/N of the memory. `gather` (collective: every rank calls it) assembles the full average, which
-    `shadow` then returns until the next `update`; checkpoints and validation gather. Otherwise (fp32) the
+    no collective per step, and 1/N of the memory. `gather` (collective: every rank calls it) assembles the full
+    average, which `shadow` then returns until the next `update`; checkpoints and validation gather. Otherwise (fp32) the
     average follows the module's own full weights and `shadow` is always current.
     """
 
@@ -285,13 +285,13 @@ def fp32_master_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
     outside a gather): each one is gathered from its fp32 partitions with ``safe_get_full_fp32_param``.
     Collective: every rank calls it.
     """
-    sharded = [(n, p) for n, p in module.named_parameters() if hasattr(p, "ds_id")]
-    if sharded:  # ZeRO-3
+    params = _mapped_params(module)
+    if params and hasattr(params[0][1], "ds_id"):  # ZeRO-3
         from deepspeed.utils import safe_get_full_fp32_param
 
-        return {n: safe_get_full_fp32_param(p) for n, p in sharded}
+        return {n: safe_get_full_fp32_param(p) for n, p in params}
     slices = master_slices(module)
-    return None if slices is None else _assemble(_mapped_params(module), slices)
+    return None if slices is None else _assemble(params, slices)
 
 
 def full_fp32_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:

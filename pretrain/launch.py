@@ -19,15 +19,17 @@ import atexit
 import importlib
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Mapping
+from typing import Callable, Mapping, NoReturn
 
 from tasks.errors import InputError
 
 __all__ = [
     "DistInfo", "setup_single_rank_env", "rendezvous_env", "skip_shm_op_build", "free_port", "dist_info",
-    "init_distributed", "shutdown_distributed", "cuda_device_index", "local_device_env", "collective_timeout", "DEFAULT_MASTER_PORT",
+    "init_distributed", "shutdown_distributed", "exit_program", "cuda_device_index", "local_device_env",
+    "collective_timeout", "DEFAULT_MASTER_PORT",
 ]
 
 
@@ -186,7 +188,7 @@ _EXIT_HOOK: list = []  # the atexit hook of a single-rank group, registered once
 
 def shutdown_distributed() -> None:
     """Destroy the default process group at the end of a run that finished on every rank; the programs call it
-    (`pretrain.cli.entry`, `finetune.cli.entry`) just before the interpreter exits.
+    (`exit_program`) just before the interpreter exits.
 
     Left to interpreter exit, gloo's worker threads can still hold work whose tensors need the GIL while the
     interpreter is torn down, and the process aborts (SIGABRT, "terminate called without an active exception")
@@ -200,6 +202,16 @@ def shutdown_distributed() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_program(main: Callable[[], int]) -> NoReturn:
+    """What the ``pretrain`` and ``finetune`` programs do (console scripts, ``python -m``): run ``main``, and after
+    a run that succeeded `shutdown_distributed` before the interpreter exits; exit with ``main``'s status.
+    In-process callers of ``main`` keep their process group."""
+    code = main()
+    if code == 0:
+        shutdown_distributed()
+    sys.exit(code)
 
 
 def local_device_env(env: Mapping[str, str], visible: int) -> tuple[int, dict[str, str]]:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restore.tiling import effective_tile, round_tile, self_ensemble, smaller_tile, tiled_forward, tiled_query
+from restore.tiling import (effective_tile, round_tile, self_ensemble, smaller_tile, tile_covers, tiled_forward,
+                            tiled_query)
 
 if TYPE_CHECKING:
     from restore.model import RestorationModel
@@ -335,7 +336,7 @@ def restore_image(
     multiple = model.pad_multiple(task)
 
     def forward(tile: int | None) -> torch.Tensor:
-        if tile is None or (x.shape[-2] <= round_tile(tile, multiple) and x.shape[-1] <= round_tile(tile, multiple)):
+        if tile is None or tile_covers(tile, max(x.shape[-2:]), multiple):
             return fn(x).cpu()  # the same call untiled: bit-identical when the tile covers the image
         if arbitrary:
             return tiled_query(query, x, out_size, tile, overlap, multiple=multiple)

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 __all__ = ["tiled_forward", "tiled_query", "self_ensemble", "round_tile", "effective_tile", "smaller_tile",
-           "MIN_RETRY_TILE"]
+           "tile_covers", "MIN_RETRY_TILE"]
 
 MIN_RETRY_TILE = 64  # the smallest tile an out-of-memory retry asks for (input pixels)
 
@@ -38,11 +38,16 @@ def effective_tile(tile: int, overlap: int, multiple: int) -> int:
     return _tile_grid(tile, overlap, multiple)[0]
 
 
+def tile_covers(tile: int, image_side: int, multiple: int) -> bool:
+    """Whether tiles of ``tile`` take an image whose longer side is ``image_side`` at once: it then runs untiled."""
+    return round_tile(tile, multiple) >= image_side
+
+
 def smaller_tile(tile: int | None, image_side: int, overlap: int, multiple: int) -> int | None:
     """The tile to retry with after running out of memory at ``tile`` (None: the whole image): half the tiles
     that ran, if that makes them smaller (tiles are whole multiples of the model's window) and asks for at least
     `MIN_RETRY_TILE`; else None. A tile that covers the image ran the whole image."""
-    whole = tile is None or round_tile(tile, multiple) >= image_side  # as `restore_image` runs it: untiled
+    whole = tile is None or tile_covers(tile, image_side, multiple)
     ran = image_side if whole else effective_tile(tile, overlap, multiple)
     smaller = ran // 2
     if smaller < MIN_RETRY_TILE or effective_tile(smaller, overlap, multiple) >= ran:

@@ -56,7 +56,8 @@ def shift_window_mask(h: int, w: int, ws: int | tuple[int, int], shift: int | tu
     ``ws`` and ``shift`` are one side (Swin's square windows, N = ws²) or (rows, cols) (EDT's rectangular
     windows, N = rows * cols); windows and their pixels are in row-major order, as `window_partition` cuts them.
     """
-    (wh, ww), (sh, sw) = (ws, ws) if isinstance(ws, int) else ws, (shift, shift) if isinstance(shift, int) else shift
+    wh, ww = (ws, ws) if isinstance(ws, int) else ws
+    sh, sw = (shift, shift) if isinstance(shift, int) else shift
     region = torch.zeros(h, w, device="cpu")
     for i, rows in enumerate((slice(0, -wh), slice(-wh, -sh), slice(-sh, None))):
         for j, cols in enumerate((slice(0, -ww), slice(-ww, -sw), slice(-sw, None))):

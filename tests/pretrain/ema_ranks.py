@@ -80,7 +80,8 @@ def main(out: Path, zero_stage: int) -> None:
     regathered = all(torch.equal(v, gathered[k]) and torch.equal(saved[k], v) for k, v in trainer.ema.gather().items())
     params = sum(p.ds_numel if hasattr(p, "ds_id") else p.numel() for p in module.parameters())
     findings = {
-        "rank": info.rank, "slices": len(slices), "params": len(list(module.parameters())), "world_size": info.world_size, "sharded": trainer.ema.sharded,
+        "rank": info.rank, "slices": len(slices), "params": len(list(module.parameters())),
+        "world_size": info.world_size, "sharded": trainer.ema.sharded,
         "slice_numel": sum(v.numel() for v in slices.values()), "param_numel": params,
         "update_collectives": calls["collectives"], "max_diff": max(diffs.values()), "keys": len(ref.shadow),
         "same_keys": sorted(gathered) == sorted(ref.shadow), "exact": exact, "reloaded": reloaded,

@@ -199,7 +199,8 @@ def test_the_program_destroys_its_process_group_before_exit(good, tmp_path):
         "import sys, torch.distributed as dist\n"
         "from pretrain.cli import entry\n"
         "try:\n    entry()\n"
-        "except SystemExit as e:\n    print('exit', e.code, 'group alive' if dist.is_initialized() else 'group destroyed')\n"
+        "except SystemExit as e:\n"
+        "    print('exit', e.code, 'group alive' if dist.is_initialized() else 'group destroyed')\n"
     )
     args = ["run", "--recipe", "smoke", "--data", good[0], "--out", str(tmp_path / "run"), *SMALL]
     env = {**os.environ, "DS_ACCELERATOR": "cpu"}
