@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from pretrain.ema import full_fp32_state_dict
 from restore.checkpoints import COMPLETE, EMA_WEIGHTS, is_step_dir, latest_checkpoint, list_checkpoints
 from restore.hub import CONFIG_NAME, WEIGHTS_NAME
 from tasks.io import atomic_path
@@ -93,8 +94,6 @@ def save_checkpoint(
 ) -> Path:
     """Save ``step-<step>`` under ``root`` from every rank (collective), mark it complete, prune old ones."""
     import torch.distributed as dist
-
-    from pretrain.engine import full_fp32_state_dict  # late: the engine pulls in the data pipeline
 
     root = Path(root)
     tag = f"step-{step}"

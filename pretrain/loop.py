@@ -26,7 +26,7 @@ from pretrain.telemetry import RunLogger
 __all__ = ["LoopResult", "train_loop"]
 
 # ``on_validate(step, model) -> metrics``; one with a true ``scores_ema`` attribute reads ``trainer.ema.shadow``,
-# which the loop then gathers on every rank first (a sharded EMA: `pretrain.engine.EMA`)
+# which the loop then gathers on every rank first (a sharded EMA: `pretrain.ema.EMA`)
 Validate = Callable[[int, nn.Module], dict[str, float]]
 
 

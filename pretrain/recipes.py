@@ -132,7 +132,7 @@ class Recipe:
                 f"task_weights has {len(self.task_weights)} values for {len(self.tasks)} tasks {self.tasks}"
             )
         if self.precision == "fp16" and self.zero_stage == 0:
-            # DeepSpeed's ZeRO-0 fp16 optimizer keeps its fp32 masters where `pretrain.engine.fp32_master_weights`
+            # DeepSpeed's ZeRO-0 fp16 optimizer keeps its fp32 masters where `pretrain.ema.fp32_master_weights`
             # cannot map them: the EMA and each checkpoint's fp32 weights would be fp16-rounded
             raise ValueError("precision=fp16 needs zero_stage>=1 (ZeRO-0's fp16 masters are not readable for the "
                              "EMA and the checkpoint's fp32 weights): use zero_stage=1 or precision=bf16")
