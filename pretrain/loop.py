@@ -20,6 +20,7 @@ from torch import nn
 from pretrain.checkpoint import save_checkpoint
 from pretrain.batch import StepData
 from pretrain.data import SKIP_KINDS
+from pretrain.degrade import degrade_on_device
 from pretrain.engine import Trainer
 from pretrain.telemetry import RunLogger
 
@@ -28,6 +29,11 @@ __all__ = ["LoopResult", "train_loop"]
 # ``on_validate(step, model) -> metrics``; one with a true ``scores_ema`` attribute reads ``trainer.ema.shadow``,
 # which the loop then gathers on every rank first (a sharded EMA: `pretrain.ema.EMA`)
 Validate = Callable[[int, nn.Module], dict[str, float]]
+
+# A logged interval in which the slowest rank spent this share of its time waiting for its next batches names the
+# input pipeline as the bottleneck (an ``input_bound`` event, once per run). The first interval is left out: it
+# holds the workers' start and the first shards' opening.
+INPUT_BOUND_SHARE = 0.25
 
 
 @dataclass
@@ -64,6 +70,24 @@ def _all_reduce_sum(values: dict[str, int], world_size: int, device: torch.devic
         return {}
     keys, t = _gathered(values, device)
     return {k: int(v) for k, v in zip(keys, t.tolist())}
+
+
+def _all_reduce_max(value: float, device: torch.device) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def input_hint(recipe: Any, device: torch.device) -> str:
+    """What moves work off a starved input pipeline, for the recipe's settings on ``device``."""
+    hints = [f"raise num_workers (now {recipe.num_workers}; one core each)"]
+    if device.type == "cuda":
+        if not degrade_on_device(recipe.degrade_on):
+            hints.append("degrade on the GPU (degrade_on=device)")
+        if recipe.decode_on == "workers":
+            hints.append("decode the shards' JPEGs there too (decode_on=device)")
+    return ", or ".join(hints)
 
 
 def _skips(stream: Any) -> dict[str, int]:
@@ -106,12 +130,16 @@ def train_loop(
     logger = logger or RunLogger(run_dir, rank=rank, total_steps=r.steps, start_step=start_step)
     result = LoopResult(step=start_step)
     t_start = time.time()
-    t_window, images_window, sums, count = time.time(), 0, {}, 0
+    t_window, images_window, sums, count, waited = time.perf_counter(), 0, {}, 0, 0.0
+    first_window, warned = True, False
     end = r.steps if stop_after is None else min(r.steps, start_step + stop_after)
     if on_validate is not None and validate_first and start_step == 0:
         _validate_and_log(trainer, on_validate, 0, rank, logger, result)
     for step in range(start_step + 1, end + 1):
-        out = trainer.step([next(stream) for _ in range(r.grad_accum)])
+        t_next = time.perf_counter()
+        micro_batches = [next(stream) for _ in range(r.grad_accum)]
+        waited += time.perf_counter() - t_next  # the step blocked on the data pipeline
+        out = trainer.step(micro_batches)
         images_window += out.images
         count += 1
         for k, v in {"loss": out.loss, **{f"loss:{t}": v for t, v in out.task_losses.items()}}.items():
@@ -120,10 +148,16 @@ def train_loop(
 
         if step % r.log_every == 0 or step == end:
             losses = _all_reduce_mean({k: v / count for k, v in sums.items()}, world_size, trainer.device)
-            rate = images_window * world_size / max(1e-9, time.time() - t_window)
-            logger.log(step, {**losses, "lr": trainer.lr()}, images_per_s=rate)
+            elapsed = max(1e-9, time.perf_counter() - t_window)
+            wait = _all_reduce_max(waited / elapsed, trainer.device)  # the slowest rank paces every step
+            logger.log(step, {**losses, "lr": trainer.lr()}, images_per_s=images_window * world_size / elapsed,
+                       data_wait=wait)
+            if wait >= INPUT_BOUND_SHARE and not first_window and not warned:
+                logger.event("input_bound", step=step, data_wait=f"{wait:.0%}", hint=input_hint(r, trainer.device))
+                warned = True
             result.losses = losses
-            t_window, images_window, sums, count = time.time(), 0, {}, 0
+            t_window, images_window, sums, count, waited = time.perf_counter(), 0, {}, 0, 0.0
+            first_window = False
 
         if on_validate is not None and r.val_every and (step % r.val_every == 0 or step == end):
             _validate_and_log(trainer, on_validate, step, rank, logger, result)

@@ -46,8 +46,10 @@ class RunLogger:
         if self.echo:
             print(f"[pretrain] {kind}: " + ", ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
 
-    def log(self, step: int, scalars: dict[str, float], *, images_per_s: float | None = None) -> None:
-        """The interval line: step, per-task losses, LR, images/s and ETA; the same values to TensorBoard."""
+    def log(self, step: int, scalars: dict[str, float], *, images_per_s: float | None = None,
+            data_wait: float | None = None) -> None:
+        """The interval line: step, per-task losses, LR, images/s, the share of the time the step waited for its
+        batches (``data_wait``, the slowest rank's) and ETA; the same values to TensorBoard."""
         if not self.enabled:
             return
         elapsed = time.time() - self.t0
@@ -56,6 +58,8 @@ class RunLogger:
         record = {"event": "train", "step": step, **{k: float(v) for k, v in scalars.items()}}
         if images_per_s is not None:
             record["images_per_s"] = round(images_per_s, 2)
+        if data_wait is not None:
+            record["data_wait"] = round(data_wait, 4)
         record["eta_s"] = round(eta, 1)
         self._json.write(json.dumps(record) + "\n")
         if self._tb is not None:
@@ -63,11 +67,15 @@ class RunLogger:
                 self._tb.add_scalar(k.replace(":", "/"), float(v), step)
             if images_per_s is not None:
                 self._tb.add_scalar("perf/images_per_s", images_per_s, step)
+            if data_wait is not None:
+                self._tb.add_scalar("perf/data_wait", data_wait, step)
         if self.echo:
             parts = [f"step {step}/{self.total}"]
             parts += [f"{k} {v:.4g}" for k, v in scalars.items()]
             if images_per_s is not None:
                 parts.append(f"{images_per_s:.1f} img/s")
+            if data_wait is not None:
+                parts.append(f"data {data_wait:.0%}")
             parts.append(f"ETA {format_seconds(eta)}")
             print(" | ".join(parts), flush=True)
 

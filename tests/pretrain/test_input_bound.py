@@ -1,0 +1,72 @@
+"""The loop tells a run whose input pipeline starves the step: the share of each logged interval it waited for its
+batches (``data_wait``), and one ``input_bound`` event with what to change.
+
+The engine is the real one-process gloo DeepSpeed engine on the tiny EDT (the fixtures of `test_gpu_paths`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import torch
+
+from tests.pretrain.test_gpu_paths import Synthetic, fp32_trainer, gloo  # noqa: F401 - fixtures
+
+SIZES = {"sr_x2": 8, "denoise_g25": 16}
+
+
+class Slow(Synthetic):
+    """`Synthetic` whose every batch takes ``delay`` seconds, like data-loader workers that cannot keep up."""
+
+    def __init__(self, sizes, delay):
+        super().__init__(sizes)
+        self.delay = delay
+
+    def __next__(self):
+        time.sleep(self.delay)
+        return super().__next__()
+
+
+def _run(trainer, stream, run_dir, steps=4):
+    from pretrain.loop import train_loop
+
+    recipe = trainer.recipe
+    trainer.recipe = replace(recipe, steps=steps, log_every=1, ckpt_every=100)
+    try:
+        train_loop(trainer, stream, run_dir=run_dir, rank=0, world_size=1, logger=None)
+    finally:
+        trainer.recipe = recipe
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_starved_step_is_named_once_with_what_to_change(fp32_trainer, tmp_path, capsys):
+    records = _run(fp32_trainer, Slow(SIZES, delay=0.3), tmp_path)
+    waits = [r["data_wait"] for r in records if r["event"] == "train"]
+    assert len(waits) == 4 and all(0.5 < w <= 1.0 for w in waits), waits  # 0.3 s of sleep per step of a few ms
+    events = [r for r in records if r["event"] == "input_bound"]
+    assert len(events) == 1, events  # once, though every interval waited
+    assert events[0]["step"] == 2  # the first interval (worker start-up) is not judged
+    assert events[0]["hint"].startswith("raise num_workers (now 0") and events[0]["data_wait"].endswith("%")
+    assert "degrade_on" not in events[0]["hint"]  # a CPU run: no GPU to move the work to
+    out = capsys.readouterr().out
+    assert "[pretrain] input_bound: step=2" in out and " | data " in out
+
+
+def test_a_fed_step_reports_a_small_wait_and_no_event(fp32_trainer, tmp_path):
+    records = _run(fp32_trainer, Synthetic(SIZES), tmp_path)
+    waits = [r["data_wait"] for r in records if r["event"] == "train"]
+    assert len(waits) == 4 and all(0 <= w < 0.25 for w in waits), waits
+    assert not [r for r in records if r["event"] == "input_bound"]
+
+
+def test_the_hint_on_a_gpu_names_the_device_placements():
+    from pretrain.loop import input_hint
+    from pretrain.recipes import smoke
+
+    hint = input_hint(replace(smoke(), num_workers=3, degrade_on="workers", decode_on="workers"),
+                      torch.device("cuda", 0))
+    assert hint.startswith("raise num_workers (now 3") and "degrade_on=device" in hint and "decode_on=device" in hint
+    moved = input_hint(replace(smoke(), degrade_on="device", decode_on="device"), torch.device("cuda", 0))
+    assert "degrade_on" not in moved and "decode_on" not in moved
