@@ -8,6 +8,7 @@ it unchanged with its own data and validation.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,14 +80,39 @@ def _all_reduce_max(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
-def input_hint(recipe: Any, device: torch.device) -> str:
-    """What moves work off a starved input pipeline, for the recipe's settings on ``device``."""
-    hints = [f"raise num_workers (now {recipe.num_workers}; one core each)"]
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on (a container's or a job's share)
+    except AttributeError:  # no affinity on macOS
+        return os.cpu_count() or 1
+
+
+def _local_ranks() -> int:
+    """Ranks on this machine: the launchers' LOCAL_WORLD_SIZE (torchrun), LOCAL_SIZE (deepspeed) or
+    OMPI_COMM_WORLD_LOCAL_SIZE (mpirun); 1 for a single process."""
+    for var in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        if os.environ.get(var, "").isdigit():
+            return max(1, int(os.environ[var]))
+    return 1
+
+
+def input_hint(recipe: Any, device: torch.device, cores: int | None = None, local_ranks: int | None = None) -> str:
+    """What moves work off a starved input pipeline, for the recipe's settings on ``device`` and the ``cores``
+    (default: this process's) shared by ``local_ranks`` training processes (default: from the launcher)."""
+    cores, local_ranks = cores or _usable_cores(), local_ranks or _local_ranks()
+    spare = cores // local_ranks - 1  # each rank's training process keeps one core
+    hints = []
+    if recipe.num_workers < spare:
+        hints.append(f"raise num_workers (now {recipe.num_workers}; {cores} cores for {local_ranks} rank(s) here: "
+                     f"up to {spare} each)")
     if device.type == "cuda":
         if not degrade_on_device(recipe.degrade_on):
             hints.append("degrade on the GPU (degrade_on=device)")
         if recipe.decode_on == "workers":
             hints.append("decode the shards' JPEGs there too (decode_on=device)")
+    if not hints:
+        return (f"num_workers={recipe.num_workers} already uses the {cores} cores of {local_ranks} rank(s) here: "
+                "the data needs more cores per GPU, or lighter degradations")
     return ", or ".join(hints)
 
 

@@ -48,8 +48,8 @@ def test_a_starved_step_is_named_once_with_what_to_change(fp32_trainer, tmp_path
     events = [r for r in records if r["event"] == "input_bound"]
     assert len(events) == 1, events  # once, though every interval waited
     assert events[0]["step"] == 2  # the first interval (worker start-up) is not judged
-    assert events[0]["hint"].startswith("raise num_workers (now 0") and events[0]["data_wait"].endswith("%")
-    assert "degrade_on" not in events[0]["hint"]  # a CPU run: no GPU to move the work to
+    assert events[0]["data_wait"].endswith("%")
+    assert "num_workers" in events[0]["hint"] and "degrade_on" not in events[0]["hint"]  # a CPU run: no GPU
     out = capsys.readouterr().out
     assert "[pretrain] input_bound: step=2" in out and " | data " in out
 
@@ -61,12 +61,17 @@ def test_a_fed_step_reports_a_small_wait_and_no_event(fp32_trainer, tmp_path):
     assert not [r for r in records if r["event"] == "input_bound"]
 
 
-def test_the_hint_on_a_gpu_names_the_device_placements():
+def test_the_hint_names_the_spare_cores_and_on_a_gpu_the_device_placements(monkeypatch):
     from pretrain.loop import input_hint
     from pretrain.recipes import smoke
 
-    hint = input_hint(replace(smoke(), num_workers=3, degrade_on="workers", decode_on="workers"),
-                      torch.device("cuda", 0))
-    assert hint.startswith("raise num_workers (now 3") and "degrade_on=device" in hint and "decode_on=device" in hint
-    moved = input_hint(replace(smoke(), degrade_on="device", decode_on="device"), torch.device("cuda", 0))
-    assert "degrade_on" not in moved and "decode_on" not in moved
+    gpu = torch.device("cuda", 0)
+    on_workers = replace(smoke(), num_workers=3, degrade_on="workers", decode_on="workers")
+    hint = input_hint(on_workers, gpu, cores=96, local_ranks=8)
+    assert hint.startswith("raise num_workers (now 3; 96 cores for 8 rank(s) here: up to 11 each)"), hint
+    assert "degrade_on=device" in hint and "decode_on=device" in hint
+    moved = replace(smoke(), num_workers=11, degrade_on="device", decode_on="device")
+    assert input_hint(moved, gpu, cores=96, local_ranks=8).startswith("num_workers=11 already uses the 96 cores")
+    assert "raise num_workers" not in input_hint(on_workers, torch.device("cpu"), cores=4, local_ranks=1)
+    monkeypatch.setenv("LOCAL_SIZE", "8")  # deepspeed's launcher
+    assert "for 8 rank(s)" in input_hint(on_workers, gpu, cores=96)
