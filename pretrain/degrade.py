@@ -85,20 +85,21 @@ def exact_kernels() -> Iterator[None]:
     The precision and cuDNN settings are process-wide: call it from the thread that trains (as `degrade_pending`
     runs, in the step), not beside it from a prefetch thread.
     """
-    # torch's fp32_precision knobs (the legacy allow_tf32 flags and set_float32_matmul_precision refuse to mix with
-    # them), each put back exactly: "none" means "inherit the global setting"
-    knobs = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul, torch.backends.mkldnn.conv)
-    saved = [k.fp32_precision for k in knobs]
+    # torch's fp32_precision knobs, each put back exactly ("none" means "inherit the global setting"), and only
+    # those: the legacy allow_tf32 flags, and `cudnn.flags()`, which reads them, refuse to mix with the new API and
+    # raised for a trainer that had set `cudnn.conv.fp32_precision` (on the CPU too)
     cudnn = torch.backends.cudnn
+    knobs = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul, torch.backends.mkldnn.conv, cudnn,
+             cudnn.conv, cudnn.rnn)
+    saved, tuning = [k.fp32_precision for k in knobs], (cudnn.benchmark, cudnn.deterministic)
     try:
         for k in knobs:
             k.fp32_precision = "ieee"
-        with cudnn.flags(enabled=cudnn.enabled, benchmark=False, benchmark_limit=cudnn.benchmark_limit,
-                         deterministic=True, allow_tf32=False, fp32_precision="ieee",
-                         depthwise_kernel=cudnn.depthwise_kernel), \
-                torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        cudnn.benchmark, cudnn.deterministic = False, True
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
             yield
     finally:
+        cudnn.benchmark, cudnn.deterministic = tuning
         for k, value in zip(knobs, saved):
             k.fp32_precision = value
 

@@ -144,7 +144,8 @@ def _kernel_settings() -> tuple:
     cudnn = torch.backends.cudnn
     return (cudnn.enabled, cudnn.benchmark, cudnn.benchmark_limit, cudnn.deterministic, cudnn.fp32_precision,
             cudnn.conv.fp32_precision, cudnn.depthwise_kernel, torch.backends.cuda.matmul.fp32_precision,
-            torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision)
+            torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision,
+            cudnn.rnn.fp32_precision)
 
 
 def test_degradation_runs_on_exact_kernels(shard_set, monkeypatch):
@@ -175,10 +176,33 @@ def test_degradation_runs_on_exact_kernels(shard_set, monkeypatch):
             knob.fp32_precision = value
     assert after == before
     # cuDNN on/off, its benchmark limit and depthwise kernel as the trainer set them; the rest exact
-    assert seen == [(before[0], False, before[2], True, "ieee", "ieee", before[6], "ieee", "ieee", "ieee")]
+    assert seen == [(before[0], False, before[2], True, "ieee", "ieee", before[6], "ieee", "ieee", "ieee", "ieee")]
     with exact_kernels():  # usable on its own, and it restores on the way out
         assert not torch.backends.cudnn.benchmark
     assert _kernel_settings() == trainer_set
+
+
+@pytest.mark.parametrize("trainer_sets", ["conv through the new API", "the legacy flag"])
+def test_degradation_takes_tf32_set_either_way(shard_set, trainer_sets):
+    """A trainer that turned TF32 off for cuDNN's convolutions alone, as PyTorch now recommends
+    (``torch.backends.cudnn.conv.fp32_precision = "ieee"``), or through the legacy ``allow_tf32``: the degradation
+    still runs on exact kernels (``cudnn.flags()``, which reads the legacy flag, raised "a mix of the legacy and new
+    APIs" for the first, so every batch of a CUDA run failed) and the trainer's settings come back."""
+    raw, tasks = next(iter(_stream(shard_set[0], degrade=False))), stream_tasks(TASKS)
+    cudnn = torch.backends.cudnn
+    knobs = (cudnn, cudnn.conv, cudnn.rnn)
+    saved = [k.fp32_precision for k in knobs]
+    try:
+        if trainer_sets == "the legacy flag":
+            cudnn.allow_tf32 = False
+        else:
+            cudnn.conv.fp32_precision = "ieee"
+        before = _kernel_settings()
+        degrade_pending(raw, tasks, 8, "cpu")
+        assert _kernel_settings() == before
+    finally:
+        for k, value in zip(knobs, saved):
+            k.fp32_precision = value
 
 
 def test_degradation_ignores_the_callers_autocast(shard_set):
