@@ -9,7 +9,10 @@
 #
 # Writes benchmarks-gpu.json at the repository root; `python tests/benchmarks/run_all.py --gpu-json
 # benchmarks-gpu.json` (or a plain run_all.py, which picks the file up) adds its rows to BENCHMARKS.md.
-# Installs nothing (the GPU machine may have no network): a missing spandrel leaves out the reference rows.
+# Installs nothing from the network (the GPU machine may have none): where .whl/ holds wheels
+# (tests/benchmarks/gpu_wheels.sh makes them, for an image whose Python has PyTorch but not DeepSpeed, webdataset,
+# spandrel, ...), they are installed into /tmp/site first. A missing spandrel leaves out the reference rows. Where
+# $OUT is set (a machine that sends back only that folder), the JSON is copied there too, also after a timeout.
 # Fails fast (exit 2) without an NVIDIA GPU, and loudly (exit 1) when there is one that torch cannot use (a CPU
 # build of torch, a driver too old for its CUDA). Budget: about 4-5 minutes on an H100/H200; killed at 8 minutes.
 set -euo pipefail
@@ -20,6 +23,10 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   echo "gpu.sh: no NVIDIA GPU on this machine (nvidia-smi -L fails); the GPU section needs one (the CPU suite is 'make bench')." >&2
   exit 2
 fi
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   echo "gpu.sh: nvidia-smi sees $(nvidia-smi -L | head -1) but torch cannot use it:" >&2
   "$PY" -c 'import torch; print("  torch", torch.__version__, "CUDA build:", torch.version.cuda or "none (a CPU build: install a CUDA wheel)")' >&2 \
@@ -29,4 +36,7 @@ if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
 fi
 export DS_ACCELERATOR=cuda  # a Makefile or shell may have exported cpu; this script is the GPU run
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
-exec timeout 480 "$PY" tests/benchmarks/bench_gpu.py --json benchmarks-gpu.json "$@"
+rc=0
+timeout 480 "$PY" tests/benchmarks/bench_gpu.py --json benchmarks-gpu.json "$@" || rc=$?
+if [ -n "${OUT:-}" ] && [ -f benchmarks-gpu.json ]; then cp -f benchmarks-gpu.json "$OUT/"; fi
+exit "$rc"
