@@ -243,7 +243,7 @@ def _rename_keys(sd: dict[str, torch.Tensor], rules: list, task: str) -> tuple[d
         for rx, repl in compiled:
             new, n = rx.subn(repl, key)
             if n:
-                out[new] = value.detach().clone().contiguous()
+                out[new] = value.detach().to("cpu", copy=True).contiguous()  # a file's tensors: CPU ones
                 break
         else:
             unknown.append(key)
@@ -301,7 +301,8 @@ def _swin_buffers(a, prefix_blocks: list[tuple[int, int]], hat: bool) -> dict[st
 
 def official_state_dict(model, task: str) -> dict[str, torch.Tensor]:
     """The state dict of ``task`` of ``model`` in the official SwinIR / HAT / IPT layout (the inverse of
-    `restore.convert.convert_checkpoint`), derived buffers included, loadable strictly by spandrel.
+    `restore.convert.convert_checkpoint`), derived buffers included, loadable strictly by spandrel; CPU tensors,
+    wherever the model runs.
 
     Raises:
         tasks.errors.InputError: an unknown task, a family without an official layout spandrel loads (EDT), an
@@ -332,7 +333,7 @@ def official_state_dict(model, task: str) -> dict[str, torch.Tensor]:
                           "not stored in the weights and the loaders assume 12 heads and an integer rgb_range")
         query = sd.pop(f"body.query_embed.{task}")
         out, unknown = _rename_keys(sd, _IPT_RULES, task)
-        out["body.query_embed.weight"] = query.detach().reshape(1, -1).clone()
+        out["body.query_embed.weight"] = query.detach().reshape(1, -1).to("cpu", copy=True)
         seq = query.shape[0]
         out["body.position_encoding.position_ids"] = torch.arange(seq).expand(1, -1).clone()
         mean = torch.tensor(DIV2K_MEAN) * a.rgb_range

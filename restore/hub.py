@@ -377,7 +377,9 @@ def from_pretrained(
         absent = [t for t in tasks if t not in config["tasks"]]
         if absent:
             raise InputError(f"{source} does not serve task(s) {absent}; it has: {', '.join(config['tasks'])}")
-    state = _load_weights(weights_path, device, fix)  # before building: a corrupt file fails fast
+    # onto the CPU, before building (a corrupt file fails fast); the model then moves once: loading onto the
+    # device first held the weights there twice and copied them back and forth
+    state = _load_weights(weights_path, "cpu", fix)
     try:
         model = cls(**config)
     except (ValueError, TypeError) as err:  # the config's values are the only input here (types checked above)

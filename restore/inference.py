@@ -96,9 +96,11 @@ def _model_call(model: Any, compile: bool | str) -> Callable[[torch.Tensor, str,
         if model not in _EAGER:
             try:
                 return compiled(model, x, task, size)
-            except torch.OutOfMemoryError:
-                raise
             except Exception as err:  # noqa: BLE001 - compilation failed (no C compiler, an op inductor lacks, ...);
+                # running out of memory is no reason to give compilation up (fit_memory retries in smaller tiles),
+                # in whatever form it comes: cuBLAS's or cuDNN's allocation failure, or wrapped by dynamo
+                if is_out_of_memory(err) or (err.__cause__ is not None and is_out_of_memory(err.__cause__)):
+                    raise
                 fall_back(err)  # an error of the model itself is raised again by the eager call below
         return _call(model, x, task, size)
 

@@ -142,23 +142,25 @@ def tiled_forward(
     overlap = tile - stride  # the overlap actually used, at least the one asked for
     rows, cols = _spans(h, tile, stride), _spans(w, tile, stride)
     out = None
-    norm_h = torch.zeros(h * scale, dtype=torch.float64, device=x.device)
-    norm_w = torch.zeros(w * scale, dtype=torch.float64, device=x.device)
+    # the blending weights in float64 where the image is; MPS has no float64, so there on the CPU
+    wdev = torch.device("cpu") if x.device.type == "mps" else x.device
+    norm_h = torch.zeros(h * scale, dtype=torch.float64, device=wdev)
+    norm_w = torch.zeros(w * scale, dtype=torch.float64, device=wdev)
     for y0, th in rows:
-        wy = _axis_weights(y0, th, h, overlap, scale, x.device)
+        wy = _axis_weights(y0, th, h, overlap, scale, wdev)
         norm_h[y0 * scale : (y0 + th) * scale] += wy
         for x0, tw in cols:
-            wx = _axis_weights(x0, tw, w, overlap, scale, x.device)
+            wx = _axis_weights(x0, tw, w, overlap, scale, wdev)
             if y0 == 0:
                 norm_w[x0 * scale : (x0 + tw) * scale] += wx
             patch = x[..., y0 : y0 + th, x0 : x0 + tw]
             y = fn(patch if device is None else patch.to(device)).to(device=x.device, dtype=torch.float32)
             if out is None:
                 out = torch.zeros(y.shape[0], y.shape[1], h * scale, w * scale, dtype=torch.float32, device=x.device)
-            weight = (wy[:, None] * wx[None, :]).to(torch.float32)  # (th*s, tw*s)
+            weight = (wy[:, None] * wx[None, :]).to(device=x.device, dtype=torch.float32)  # (th*s, tw*s)
             out[..., y0 * scale : (y0 + th) * scale, x0 * scale : (x0 + tw) * scale].addcmul_(y, weight)
     # separable weights: the per-pixel sum over all tiles is the outer product of the per-axis sums
-    out /= (norm_h[:, None] * norm_w[None, :]).to(torch.float32)
+    out /= (norm_h[:, None] * norm_w[None, :]).to(device=x.device, dtype=torch.float32)
     return out
 
 

@@ -173,6 +173,28 @@ def test_compile_falls_back_to_eager_with_one_warning(files):
         model = load_model_file(files["dncnn_x1.pth"], tasks=["denoise_g25"])  # a fresh model for the next backend
 
 
+def test_running_out_of_memory_in_the_compiled_call_is_not_a_compile_failure(files):
+    """A cuBLAS allocation failure (a plain RuntimeError on CUDA, here wrapped by dynamo as a backend failure) is
+    raised for the caller (fit_memory retries in smaller tiles), not taken as "compilation is unavailable": the
+    model stays compiled, with no warning."""
+    from torch._dynamo import register_backend
+
+    from restore import inference
+
+    @register_backend
+    def restore_test_oom_backend(gm, example_inputs):
+        raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+
+    model = load_model_file(files["dncnn_x1.pth"], tasks=["denoise_g25"])
+    x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Exception, match="CUBLAS_STATUS_ALLOC_FAILED"):
+            restore_image(model, x, "denoise_g25", compile="restore_test_oom_backend")
+    assert not [w for w in caught if issubclass(w.category, FallbackWarning)]
+    assert model not in inference._EAGER
+
+
 def test_run_compile(files, tmp_path):
     src = _png(tmp_path / "x.png")
     base = ["run", "--model", str(files["dncnn_x1.pth"]), "--task", "denoise_g25", str(src), "--no-progress"]
