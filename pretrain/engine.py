@@ -134,7 +134,10 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     positives = (labels[:, None] == labels[None, :]) & ~eye
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     per_anchor = -(log_prob.masked_fill(~positives, 0).sum(1)) / positives.sum(1).clamp(min=1)
-    return per_anchor[positives.any(1)].mean() if positives.any() else logits.new_zeros(())
+    # the mean over the anchors that have a positive, without a host sync (an `if` on a CUDA tensor or a boolean
+    # index waits for the device, twice per body pass): 0 where none has one
+    has = positives.any(1)
+    return (per_anchor * has).sum() / has.sum().clamp(min=1)
 
 
 def _patch_features(feat: torch.Tensor, grid: int = 2) -> tuple[torch.Tensor, torch.Tensor]:

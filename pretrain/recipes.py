@@ -131,11 +131,13 @@ class Recipe:
             raise ValueError(
                 f"task_weights has {len(self.task_weights)} values for {len(self.tasks)} tasks {self.tasks}"
             )
-        if self.precision == "fp16" and self.zero_stage == 0:
-            # DeepSpeed's ZeRO-0 fp16 optimizer keeps its fp32 masters where `pretrain.ema.fp32_master_weights`
-            # cannot map them: the EMA and each checkpoint's fp32 weights would be fp16-rounded
-            raise ValueError("precision=fp16 needs zero_stage>=1 (ZeRO-0's fp16 masters are not readable for the "
-                             "EMA and the checkpoint's fp32 weights): use zero_stage=1 or precision=bf16")
+        if self.precision in ("fp16", "bf16") and self.zero_stage == 0:
+            # under ZeRO-0 DeepSpeed trains fp16, and bf16 too, with its FP16_UnfusedOptimizer, whose fp32 masters
+            # `pretrain.ema.master_slices` cannot map: the EMA and each checkpoint's fp32 weights would be rounded
+            # to 16 bits (seen with DeepSpeed 0.19.8's default bf16 config)
+            raise ValueError(f"precision={self.precision} needs zero_stage>=1 (ZeRO-0's fp32 masters are not readable "
+                             "for the EMA and the checkpoint's fp32 weights): use zero_stage=1 (no memory cost on "
+                             "one GPU) or precision=fp32")
         for name in ("batch_size", "lr_patch", "dn_patch", "steps", "grad_accum", "log_every", "ckpt_every",
                      "disc_feat"):
             if getattr(self, name) < 1:

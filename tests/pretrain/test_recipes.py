@@ -50,10 +50,11 @@ def test_bad_overrides_name_the_problem(override, message):
         get_recipe("smoke", [override])
 
 
-def test_fp16_needs_a_zero_stage_whose_fp32_masters_the_ema_can_read():
-    with pytest.raises(ValueError, match="precision=fp16 needs zero_stage>=1"):
-        get_recipe("smoke", ["precision=fp16", "zero_stage=0"])
-    assert get_recipe("smoke", ["precision=fp16", "zero_stage=1"]).zero_stage == 1
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_16_bit_training_needs_a_zero_stage_whose_fp32_masters_the_ema_can_read(precision):
+    with pytest.raises(ValueError, match=f"precision={precision} needs zero_stage>=1"):
+        get_recipe("smoke", [f"precision={precision}", "zero_stage=0"])
+    assert get_recipe("smoke", [f"precision={precision}", "zero_stage=1"]).zero_stage == 1
 
 
 def test_published_protocols():
