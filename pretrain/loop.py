@@ -80,6 +80,45 @@ def _all_reduce_max(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
+class DataWait:
+    """Seconds the device sat idle while the loop waited for batches (``with wait: next(stream)``), summed until
+    `take`.
+
+    On the CPU that is the host's wait. On CUDA the host returns from a step while its kernels still run, so its
+    wait may overlap them: an event recorded before the wait is reached when the stream's queued work is done (or at
+    once), one after it when the batches arrived (or the work is done), and the time between the two is what the
+    GPU spent with nothing to do. `take` reads them after the interval's all-reduce has synchronised the stream.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self._events: list[tuple[Any, Any]] = []
+        self._seconds = 0.0
+
+    def __enter__(self) -> "DataWait":
+        if self.cuda:
+            self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self._events[-1][0].record(torch.cuda.current_stream(self.device))
+        else:
+            self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cuda:
+            self._events[-1][1].record(torch.cuda.current_stream(self.device))
+        else:
+            self._seconds += time.perf_counter() - self._t
+
+    def take(self) -> float:
+        """The idle seconds since the last `take`."""
+        if self.cuda and self._events:
+            self._events[-1][1].synchronize()
+            self._seconds = sum(start.elapsed_time(end) for start, end in self._events) / 1e3
+        seconds, self._seconds, self._events = self._seconds, 0.0, []
+        return seconds
+
+
 def _usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))  # what this process may run on (a container's or a job's share)
@@ -156,15 +195,15 @@ def train_loop(
     logger = logger or RunLogger(run_dir, rank=rank, total_steps=r.steps, start_step=start_step)
     result = LoopResult(step=start_step)
     t_start = time.time()
-    t_window, images_window, sums, count, waited = time.perf_counter(), 0, {}, 0, 0.0
+    t_window, images_window, sums, count = time.perf_counter(), 0, {}, 0
+    idle = DataWait(trainer.device)
     first_window, warned = True, False
     end = r.steps if stop_after is None else min(r.steps, start_step + stop_after)
     if on_validate is not None and validate_first and start_step == 0:
         _validate_and_log(trainer, on_validate, 0, rank, logger, result)
     for step in range(start_step + 1, end + 1):
-        t_next = time.perf_counter()
-        micro_batches = [next(stream) for _ in range(r.grad_accum)]
-        waited += time.perf_counter() - t_next  # the step blocked on the data pipeline
+        with idle:  # the device waits for the data pipeline
+            micro_batches = [next(stream) for _ in range(r.grad_accum)]
         out = trainer.step(micro_batches)
         images_window += out.images
         count += 1
@@ -175,14 +214,14 @@ def train_loop(
         if step % r.log_every == 0 or step == end:
             losses = _all_reduce_mean({k: v / count for k, v in sums.items()}, world_size, trainer.device)
             elapsed = max(1e-9, time.perf_counter() - t_window)
-            wait = _all_reduce_max(waited / elapsed, trainer.device)  # the slowest rank paces every step
+            wait = _all_reduce_max(idle.take() / elapsed, trainer.device)  # the slowest rank paces every step
             logger.log(step, {**losses, "lr": trainer.lr()}, images_per_s=images_window * world_size / elapsed,
                        data_wait=wait)
             if wait >= INPUT_BOUND_SHARE and not first_window and not warned:
                 logger.event("input_bound", step=step, data_wait=f"{wait:.0%}", hint=input_hint(r, trainer.device))
                 warned = True
             result.losses = losses
-            t_window, images_window, sums, count, waited = time.perf_counter(), 0, {}, 0, 0.0
+            t_window, images_window, sums, count = time.perf_counter(), 0, {}, 0
             first_window = False
 
         if on_validate is not None and r.val_every and (step % r.val_every == 0 or step == end):
