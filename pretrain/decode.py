@@ -172,6 +172,10 @@ def decode_crops(crops: list, device: torch.device) -> torch.Tensor:
     try:
         decoded = _jpeg_rgb([c.data for c in jpegs], device) if jpegs else []
     except RuntimeError:  # one bad file fails the batched call: decode one by one to find it
+        if torch.device(device).type == "cuda":
+            # the failed call may have queued work on nvjpeg's own stream, writing into outputs it has already freed
+            # to this stream's pool: let it finish before the retries allocate
+            torch.cuda.synchronize(device)
         decoded = [_decode_alone(c, torch.device(device)) for c in jpegs]
     images, patches = iter(decoded), []
     for c in crops:

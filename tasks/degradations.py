@@ -81,7 +81,13 @@ def add_gaussian_noise(
     sig = torch.as_tensor(sigma, dtype=torch.float64)
     if sig.ndim > 1 or (sig.ndim == 1 and sig.numel() not in (1, hr.shape[0])) or bool((sig < 0).any()):
         raise ValueError(f"sigma must be >= 0: one value or one per image ({hr.shape[0]}), got {sigma}")
-    sig = (sig / 255.0).to(device=hr.device, dtype=hr.dtype).reshape(-1, 1, 1, 1)
+    sig = sig / 255.0
+    if sig.numel() == 1 and hr.dtype in (torch.float32, torch.float64):
+        # one level as a number: the same product (the kernel rounds it to hr's dtype as the copy did), with no
+        # copy to the device, which on a GPU waits for everything queued there
+        sig = float(sig)
+    else:
+        sig = sig.to(device=hr.device, dtype=hr.dtype).reshape(-1, 1, 1, 1)
     # in place on the fresh draw: hr + noise * sig, bit for bit, without two more image-sized temporaries (half the
     # cost on CPU)
     return _rand(hr.shape, generator, hr, normal=True).mul_(sig).add_(hr)

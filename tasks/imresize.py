@@ -168,6 +168,34 @@ _MATMUL_MAX_LEN = 1024
 _TAP_CHUNK = 128  # columns per block in the tap loop
 
 
+# Weight tables at most this large are kept on their device once made (a GPU: a blocking copy of a NumPy table
+# there waits for everything queued on the stream, the previous training step too, and training patches reuse a
+# few tables); larger ones, of whole images, are copied per call
+_DEVICE_TABLE_MAX = 1 << 16
+
+
+def _table(kind: str, in_len: int, out_len: int, scale: float, antialias: bool, device: torch.device,
+           dtype: torch.dtype | None = None) -> torch.Tensor:
+    """MATLAB's ``"dense"`` (out, in) matrix, tap ``"weights"`` or tap ``"index"`` (out, P) as a tensor on
+    ``device``."""
+    args = (kind, in_len, out_len, scale, antialias, device, dtype)
+    small = kind != "dense" or in_len * out_len <= _DEVICE_TABLE_MAX
+    return _device_table(*args) if device.type != "cpu" and small else _make_table(*args)
+
+
+def _make_table(kind: str, in_len: int, out_len: int, scale: float, antialias: bool, device: torch.device,
+                dtype: torch.dtype | None) -> torch.Tensor:
+    if kind == "dense":
+        table = _dense_matrix(in_len, out_len, scale, antialias)
+    else:
+        weights, index = _contributions(in_len, out_len, scale, antialias)
+        table = weights if kind == "weights" else index
+    return torch.from_numpy(table).to(device=device, dtype=dtype)
+
+
+_device_table = lru_cache(maxsize=512)(_make_table)  # read-only tensors: no caller writes into them
+
+
 def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
     """Resize ``x`` (B, C, H, W) along ``dim`` (2 or 3) with MATLAB's weights."""
     sparse_pays = x.dtype == torch.float64 or dim == 2 or x.shape[dim] > _DENSE_LAST_DIM_MAX
@@ -181,7 +209,7 @@ def _resize_dim_torch(x: torch.Tensor, dim: int, out_len: int, scale: float, ant
     loop."""
     in_len = x.shape[dim]
     if x.dtype != torch.float64 and (in_len <= _MATMUL_MAX_LEN or x.device.type != "cpu"):
-        mat = torch.from_numpy(_dense_matrix(in_len, out_len, scale, antialias)).to(device=x.device, dtype=x.dtype)
+        mat = _table("dense", in_len, out_len, scale, antialias, x.device, x.dtype)
         return torch.matmul(mat, x) if dim == 2 else torch.matmul(x, mat.T)  # (out, in) @ (.., in, W)
     if dim == 3:  # gather whole rows instead of scattered columns: about 2x faster on CPU
         rows = _resize_dim_torch(x.transpose(2, 3).contiguous(), 2, out_len, scale, antialias)
@@ -191,8 +219,7 @@ def _resize_dim_torch(x: torch.Tensor, dim: int, out_len: int, scale: float, ant
         # (DIV2K-size x4: 1.6x faster), with the same per-pixel arithmetic
         parts = [_resize_dim_torch(c.contiguous(), 2, out_len, scale, antialias) for c in x.split(_TAP_CHUNK, dim=3)]
         return torch.cat(parts, dim=3)
-    w_np, idx_np = _contributions(in_len, out_len, scale, antialias)
-    weights = torch.from_numpy(w_np).to(device=x.device, dtype=x.dtype)  # (out, P)
+    weights = _table("weights", in_len, out_len, scale, antialias, x.device, x.dtype)  # (out, P)
     plan = _strided_plan(in_len, out_len, scale, antialias)
     if plan is not None:
         # integer shrink factors: tap k of output i reads padded input start_k + step * i, a strided view (no gather)
@@ -201,7 +228,7 @@ def _resize_dim_torch(x: torch.Tensor, dim: int, out_len: int, scale: float, ant
         stop = step * (out_len - 1) + 1
         taps = [xp[:, :, s0 : s0 + stop : step] for s0 in starts]
     else:
-        index = torch.from_numpy(idx_np).to(device=x.device)  # (out, P)
+        index = _table("index", in_len, out_len, scale, antialias, x.device)  # (out, P)
         taps = [x.index_select(2, index[:, k]) for k in range(weights.shape[1])]
     # multiply then add, in tap order, without fused multiply-add: MATLAB's sums. Two reused buffers: fresh large
     # temporaries per tap cost as much as the arithmetic.

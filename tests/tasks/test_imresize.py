@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import platform
 
 import numpy as np
@@ -200,3 +201,22 @@ def test_inputs_that_require_grad_keep_the_differentiable_matmul():
     y.sum().backward()
     assert x.grad is not None and x.grad.shape == x.shape
     torch.testing.assert_close(y.detach(), imresize(x.detach(), 1 / 4), atol=1e-5, rtol=0)
+
+
+def test_weight_tables_are_made_on_a_device_once():
+    """Off the CPU the small tables (training patches) are made on the device once, not copied per pass: each
+    blocking copy to a GPU waits for the whole stream. The meta device stands in for a GPU here (shapes only)."""
+    mod = importlib.import_module("tasks.imresize")  # the module (the package exports the function by its name)
+    meta = torch.device("meta")
+    mod._device_table.cache_clear()
+    for _ in range(3):
+        out = imresize(torch.empty(2, 3, 192, 192, device=meta), 1 / 4)
+        assert out.shape == (2, 3, 48, 48) and out.device == meta
+    info = mod._device_table.cache_info()
+    assert info.misses == 1 and info.hits == 5, info  # both passes' dense matrix (192 -> 48), made once
+    assert mod._table("weights", 192, 48, 0.25, True, meta, torch.float64) is mod._table(
+        "weights", 192, 48, 0.25, True, meta, torch.float64)
+    big = mod._table("dense", 2040, 510, 0.25, True, meta, torch.float32)  # a whole image's: made per call
+    assert big.shape == (510, 2040) and mod._device_table.cache_info().currsize == 2
+    cpu = mod._table("weights", 192, 48, 0.25, True, torch.device("cpu"))
+    assert cpu.device.type == "cpu" and mod._device_table.cache_info().currsize == 2  # the CPU needs no copy
