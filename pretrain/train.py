@@ -184,8 +184,9 @@ def run_training(
         files = {"recipe.json": recipe.to_dict(), "ds_config.json": trainer.ds_config, **(run_files or {})}
         for name, content in files.items():
             atomic_write_text(run_dir / name, json.dumps(content, indent=1))
+    params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 leaves empty placeholders
     logger.event("start", recipe=recipe.name, variant=model.variant, tasks=",".join(recipe.tasks),
-                 world_size=info.world_size, params=sum(p.numel() for p in model.parameters()),
+                 world_size=info.world_size, params=params,
                  start_step=start_step, resumed_from=str(resume_path) if resume_path else None, **(start_info or {}))
     on_validate = make_validator(trainer) if make_validator is not None else None
     result = train_loop(

@@ -155,6 +155,8 @@ def test_zero3_torchrun_bf16_export_has_full_tensors(shard_set, tmp_path):
     for k, v in model.state_dict().items():
         assert v.shape == fresh.state_dict()[k].shape and v.numel() > 0, k
     assert any(float(v.abs().sum()) > 0 for k, v in model.state_dict().items() if "body" in k)
+    start = next(r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["event"] == "start")
+    assert start["params"] == sum(p.numel() for p in fresh.parameters())  # not the ranks' empty placeholders
 
 
 def test_plain_single_process_ipt_mode(shard_set, tmp_path):
