@@ -6,7 +6,7 @@ happen *inside* the graph, with the numbers of `RestorationModel.forward`. The d
 (``torch.onnx.export(dynamo=True)``, opset 18 by default) is used: the TorchScript one bakes the traced size into
 the window ``view``s (wrong shapes at any other size). Our bodies cache their shift masks per Python ``(H, W)``
 key, which symbolic sizes cannot be; for the export they are replaced by masks computed with tensor ops from the
-feature size (`_dynamic_swin_mask`), the same numbers.
+feature size (`restore.families.windows.traced_shift_window_mask`), the same numbers.
 IPT's body takes exactly ``patch_size`` x ``patch_size`` (its learned position embedding fixes the token count;
 larger images go through the Python tiling loop of `restore.tiling.tiled_forward`, which ONNX cannot
 express), so its graph has a fixed height and width and a dynamic batch: the caller tiles.
@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from restore.families.windows import traced_shift_window_mask
 from tasks.errors import InputError
 from tasks.io import atomic_path
 
@@ -45,22 +46,6 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 # ------------------------------------------------------------------------------------------------- ONNX
 
 
-def _region(n: torch.Tensor, window: int, shift: int) -> torch.Tensor:
-    """Region number 0/1/2 of each of ``n`` positions: the slices (0, -window), (-window, -shift), (-shift, None)
-    of the reference mask code, written as comparisons so that ``n`` may be a symbolic size."""
-    i = torch.arange(n)
-    return (i >= n - window).to(torch.int64) + (i >= n - shift).to(torch.int64)
-
-
-def _dynamic_swin_mask(h: Any, w: Any, window: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
-    """`restore.families.swinir.shift_window_mask` / `edt.shifted_window_mask` from tensor ops: (nW, N, N)."""
-    wh, ww = window
-    region = _region(h, wh, shift[0])[:, None] * 3 + _region(w, ww, shift[1])[None, :]  # (H, W)
-    win = region.reshape(h // wh, wh, w // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww).to(torch.float32)
-    diff = win[:, None, :] - win[:, :, None]
-    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
-
-
 class _SwinMasks:
     """Stands in for `ShiftMaskCache` (SwinIR, HAT) during export: same call, no Python-keyed cache."""
 
@@ -68,7 +53,7 @@ class _SwinMasks:
         self.window, self.shift = (window_size,) * 2, (shift_size,) * 2
 
     def __call__(self, h: Any, w: Any, device: torch.device) -> torch.Tensor:
-        return _dynamic_swin_mask(h, w, self.window, self.shift).to(device)
+        return traced_shift_window_mask(h, w, self.window, self.shift).to(device)
 
 
 class _EDTMasks:
@@ -78,7 +63,7 @@ class _EDTMasks:
         self.short, self.long = window_size
 
     def __call__(self, h: Any, w: Any, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        return tuple(_dynamic_swin_mask(h, w, win, (win[0] // 2, win[1] // 2)).to(device=device, dtype=dtype)
+        return tuple(traced_shift_window_mask(h, w, win, (win[0] // 2, win[1] // 2)).to(device=device, dtype=dtype)
                      for win in ((self.short, self.long), (self.long, self.short)))
 
 

@@ -7,7 +7,8 @@ safely.
 Half precision is made safe per tile: fp16 overflows (Transformer SR models give black or NaN images in the
 field's trackers), so a tile whose fp16/bf16 output is not finite is recomputed in float32 and one
 `FallbackWarning` per image names the file. ``compile=True`` runs the model through ``torch.compile`` with dynamic
-shapes (one compilation serves every tile and image size), and runs it eagerly, with one warning, where the
+shapes (after the first two or three sizes one compilation serves every tile and image size: the shift masks
+are built in the graph), and runs it eagerly, with one warning, where the
 backend is unavailable or compilation fails.
 """
 

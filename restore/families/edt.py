@@ -52,7 +52,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from restore.families.base import arch_error, check_int, check_ints, check_number
-from restore.families.windows import shift_window_mask
+from restore.families.windows import shift_window_mask, traced_shift_window_mask
 from restore.layers import PixelShuffleUpsample, init_transformer_weights, use_fused_attention, window_sdpa
 from restore.registry import register_family, register_variant
 from tasks.registry import TaskKind, get_task
@@ -348,7 +348,13 @@ class EDTBody(nn.Module):
         self.apply(init_transformer_weights)
 
     def masks(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """The (horizontal, vertical) shifted-window masks for a feature map of this size (cached)."""
+        """The (horizontal, vertical) shifted-window masks for a feature map of this size (cached; built in the graph
+        while compiling, where the size is symbolic)."""
+        if torch.compiler.is_compiling():
+            short, long = self.window_size
+            return tuple(traced_shift_window_mask(height, width, win, (win[0] // 2, win[1] // 2)).to(device=device,
+                                                                                                  dtype=dtype)
+                         for win in ((short, long), (long, short)))
         key = (height, width, device, dtype)
         if key not in self._masks:
             short, long = self.window_size

@@ -5,10 +5,12 @@ attention mask with its per-size cache (EDT's rectangular windows use the same m
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import torch
 
-__all__ = ["window_partition", "window_reverse", "relative_position_index", "shift_window_mask", "ShiftMaskCache"]
+__all__ = ["window_partition", "window_reverse", "relative_position_index", "shift_window_mask",
+           "traced_shift_window_mask", "ShiftMaskCache"]
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -67,6 +69,24 @@ def shift_window_mask(h: int, w: int, ws: int | tuple[int, int], shift: int | tu
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
+def _region(n: Any, window: int, shift: int) -> torch.Tensor:
+    """Region number 0/1/2 of each of ``n`` positions: the slices (0, -window), (-window, -shift), (-shift, None)
+    of `shift_window_mask`, written as comparisons so that ``n`` may be a symbolic size."""
+    i = torch.arange(n)
+    return (i >= n - window).to(torch.int64) + (i >= n - shift).to(torch.int64)
+
+
+def traced_shift_window_mask(h: Any, w: Any, window: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
+    """`shift_window_mask` from tensor ops, the same numbers, for sizes that are symbolic: an ONNX export's or
+    ``torch.compile(dynamic=True)``'s (a cache keyed by the size would fix it as a constant there, and compile the
+    model again for every image size). (nW, N, N) on the CPU."""
+    wh, ww = window
+    region = _region(h, wh, shift[0])[:, None] * 3 + _region(w, ww, shift[1])[None, :]  # (H, W)
+    win = region.reshape(h // wh, wh, w // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww).to(torch.float32)
+    diff = win[:, None, :] - win[:, :, None]
+    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+
+
 class ShiftMaskCache:
     """Shift masks per (H, W, device), built once per input size and reused by every shifted block."""
 
@@ -75,6 +95,8 @@ class ShiftMaskCache:
         self._masks: dict[tuple, torch.Tensor] = {}
 
     def __call__(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # symbolic sizes: built in the graph, which then serves every size
+            return traced_shift_window_mask(h, w, (self.window_size,) * 2, (self.shift_size,) * 2).to(device)
         key = (h, w, str(device))
         mask = self._masks.get(key)
         if mask is None:

@@ -127,3 +127,34 @@ def test_window_sdpa_splits_more_heads_than_cuda_launches(mask_shape, monkeypatc
     monkeypatch.setattr(layers.F, "scaled_dot_product_attention", recording)
     assert torch.allclose(window_sdpa(q, k, v, mask, 0.3), whole, atol=1e-6)
     assert max(heads) <= 2 and (len(heads) > 1 or mask_shape in (None, (1, 2, 5, 7)))
+
+
+def test_compiled_masks_are_built_in_the_graph_so_one_graph_serves_every_size():
+    """Under ``torch.compile(dynamic=True)`` the shift masks (SwinIR/HAT's cache, EDT's pair) are built with tensor ops
+    from the symbolic size, the same numbers as the cached ones: a cache keyed by the Python size fixed it as a
+    constant, so `restore_image(..., compile=True)` compiled the model again for each image size (three sizes, three
+    graphs of edt_tiny) and ran eagerly, silently, after dynamo's limit of 8."""
+    from torch._dynamo.utils import counters
+
+    from restore.families.windows import ShiftMaskCache, shift_window_mask
+    from restore.model import RestorationModel
+
+    cache = ShiftMaskCache(4, 2)
+    body = RestorationModel("edt_tiny", tasks=["sr_x2"]).body
+    short, long = body.window_size
+
+    def masks(x):
+        return (cache(x.shape[-2], x.shape[-1], x.device), *body.masks(x.shape[-2], x.shape[-1], x.device, x.dtype))
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(masks, dynamic=True, backend="eager")
+    graphs = []
+    for h, w in ((24, 24), (24, 48), (48, 72), (72, 96), (96, 48), (120, 144)):  # multiples of its windows (6, 24)
+        swin, horizontal, vertical = compiled(torch.empty(1, h, w))
+        assert torch.equal(swin, shift_window_mask(h, w, 4, 2))
+        assert torch.equal(horizontal, shift_window_mask(h, w, (short, long), (short // 2, long // 2)))
+        assert torch.equal(vertical, shift_window_mask(h, w, (long, short), (long // 2, short // 2)))
+        graphs.append(counters["stats"]["unique_graphs"])
+    # the first sizes specialise (a square one shares its symbol between H and W); after them, no size compiles
+    assert graphs[-1] == graphs[2] <= 3, graphs
