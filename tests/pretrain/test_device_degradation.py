@@ -191,7 +191,7 @@ def test_degradation_takes_tf32_set_either_way(shard_set, trainer_sets):
     raw, tasks = next(iter(_stream(shard_set[0], degrade=False))), stream_tasks(TASKS)
     cudnn = torch.backends.cudnn
     knobs = (cudnn, cudnn.conv, cudnn.rnn)
-    saved = [k.fp32_precision for k in knobs]
+    saved, legacy = [k.fp32_precision for k in knobs], cudnn.allow_tf32
     try:
         if trainer_sets == "the legacy flag":
             cudnn.allow_tf32 = False
@@ -201,8 +201,12 @@ def test_degradation_takes_tf32_set_either_way(shard_set, trainer_sets):
         degrade_pending(raw, tasks, 8, "cpu")
         assert _kernel_settings() == before
     finally:
+        # the legacy setter leaves state of its own that only it resets (the new knobs put back over it make the
+        # legacy getter, which torch.export calls, raise for the rest of the session)
+        cudnn.allow_tf32 = legacy
         for k, value in zip(knobs, saved):
             k.fp32_precision = value
+    assert cudnn.allow_tf32 == legacy  # readable again
 
 
 def test_degradation_ignores_the_callers_autocast(shard_set):
