@@ -5,8 +5,8 @@ batch, height and width dynamic (any size from 1 pixel). Reflect padding to the 
 happen *inside* the graph, with the numbers of `RestorationModel.forward`. The dynamo exporter
 (``torch.onnx.export(dynamo=True)``, opset 18 by default) is used: the TorchScript one bakes the traced size into
 the window ``view``s (wrong shapes at any other size). Our bodies cache their shift masks per Python ``(H, W)``
-key, which symbolic sizes cannot be; for the export they are replaced by masks computed with tensor ops from the
-feature size (`restore.families.windows.traced_shift_window_mask`), the same numbers.
+key, which symbolic sizes cannot be; while traced (export, ``torch.compile``) they build them with tensor ops from
+the feature size instead (`restore.families.windows.traced_shift_window_mask`), the same numbers.
 IPT's body takes exactly ``patch_size`` x ``patch_size`` (its learned position embedding fixes the token count;
 larger images go through the Python tiling loop of `restore.tiling.tiled_forward`, which ONNX cannot
 express), so its graph has a fixed height and width and a dynamic batch: the caller tiles.
@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from restore.families.windows import traced_shift_window_mask
 from tasks.errors import InputError
 from tasks.io import atomic_path
 
@@ -44,27 +43,6 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 # ------------------------------------------------------------------------------------------------- ONNX
-
-
-class _SwinMasks:
-    """Stands in for `ShiftMaskCache` (SwinIR, HAT) during export: same call, no Python-keyed cache."""
-
-    def __init__(self, window_size: int, shift_size: int) -> None:
-        self.window, self.shift = (window_size,) * 2, (shift_size,) * 2
-
-    def __call__(self, h: Any, w: Any, device: torch.device) -> torch.Tensor:
-        return traced_shift_window_mask(h, w, self.window, self.shift).to(device)
-
-
-class _EDTMasks:
-    """Stands in for `EDTBody.masks` during export: the (horizontal, vertical) masks without the cache."""
-
-    def __init__(self, window_size: tuple[int, int]) -> None:
-        self.short, self.long = window_size
-
-    def __call__(self, h: Any, w: Any, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        return tuple(traced_shift_window_mask(h, w, win, (win[0] // 2, win[1] // 2)).to(device=device, dtype=dtype)
-                     for win in ((self.short, self.long), (self.long, self.short)))
 
 
 class _OnnxTask(nn.Module):
@@ -99,17 +77,12 @@ class _OnnxTask(nn.Module):
 
 
 def _export_copy(model, task: str, dtype: torch.dtype) -> nn.Module:
-    """A copy of ``model`` reduced to ``task``, in ``dtype``, with the size-keyed mask caches replaced."""
+    """A copy of ``model`` reduced to ``task``, in ``dtype``."""
     if task not in model.tasks:
         raise InputError(f"task {task!r} is not served by this model; pass --task with one of: "
                          f"{', '.join(model.tasks)}")
     m = copy.deepcopy(model).eval().to("cpu")
     m.keep_tasks([task])
-    body = m.body
-    if hasattr(body, "shift_masks"):  # SwinIR, HAT
-        body.shift_masks = _SwinMasks(body.shift_masks.window_size, body.shift_masks.shift_size)
-    elif m.family.name == "edt":
-        body.masks = _EDTMasks(tuple(body.window_size))
     return m.to(dtype)
 
 

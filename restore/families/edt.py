@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -349,23 +349,22 @@ class EDTBody(nn.Module):
 
     def masks(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """The (horizontal, vertical) shifted-window masks for a feature map of this size (cached; built in the graph
-        while compiling, where the size is symbolic)."""
+        while traced, export or ``torch.compile``, where the size is symbolic)."""
         if torch.compiler.is_compiling():
-            short, long = self.window_size
-            return tuple(traced_shift_window_mask(height, width, win, (win[0] // 2, win[1] // 2)).to(device=device,
-                                                                                                  dtype=dtype)
-                         for win in ((short, long), (long, short)))
+            return self._build_masks(traced_shift_window_mask, height, width, device, dtype)
         key = (height, width, device, dtype)
         if key not in self._masks:
-            short, long = self.window_size
             with torch.inference_mode(False):  # a mask first built for inference also serves training
-                self._masks[key] = tuple(
-                    shifted_window_mask(height, width, win, (win[0] // 2, win[1] // 2)).to(device=device, dtype=dtype)
-                    for win in ((short, long), (long, short))
-                )
+                self._masks[key] = self._build_masks(shifted_window_mask, height, width, device, dtype)
             if len(self._masks) > 16:  # a long-running server sees many sizes; keep the cache bounded
                 self._masks.pop(next(iter(self._masks)))
         return self._masks[key]
+
+    def _build_masks(self, build: Callable[..., torch.Tensor], height: int, width: int, device: torch.device,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        short, long = self.window_size
+        return tuple(build(height, width, win, (win[0] // 2, win[1] // 2)).to(device=device, dtype=dtype)
+                     for win in ((short, long), (long, short)))
 
     def forward(self, feat: torch.Tensor, task: str | None = None) -> torch.Tensor:
         """feat: (B, C, H, W) with H, W multiples of lcm(window); returns (B, C, H, W). ``task`` is unused."""
