@@ -29,7 +29,7 @@ from tasks.errors import InputError
 __all__ = [
     "DistInfo", "setup_single_rank_env", "rendezvous_env", "skip_shm_op_build", "free_port", "dist_info",
     "init_distributed", "shutdown_distributed", "exit_program", "cuda_device_index", "local_device_env",
-    "collective_timeout", "DEFAULT_MASTER_PORT",
+    "local_ranks", "collective_timeout", "DEFAULT_MASTER_PORT",
 ]
 
 
@@ -212,6 +212,15 @@ def exit_program(main: Callable[[], int]) -> NoReturn:
     if code == 0:
         shutdown_distributed()
     sys.exit(code)
+
+
+def local_ranks(env: Mapping[str, str] = os.environ) -> int:
+    """Ranks on this machine: the launchers' LOCAL_WORLD_SIZE (torchrun), LOCAL_SIZE (deepspeed) or
+    OMPI_COMM_WORLD_LOCAL_SIZE (mpirun); 1 for a single process."""
+    for var in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        if env.get(var, "").isdigit():
+            return max(1, int(env[var]))
+    return 1
 
 
 def local_device_env(env: Mapping[str, str], visible: int) -> tuple[int, dict[str, str]]:

@@ -23,6 +23,7 @@ from pretrain.batch import StepData
 from pretrain.data import SKIP_KINDS
 from pretrain.degrade import degrade_on_device
 from pretrain.engine import Trainer
+from pretrain.launch import local_ranks as launch_local_ranks
 from pretrain.telemetry import RunLogger
 
 __all__ = ["LoopResult", "train_loop"]
@@ -49,13 +50,15 @@ class LoopResult:
     seconds: float = 0.0
 
 
-def _gathered(values: dict[str, Any], device: torch.device) -> tuple[list[str], torch.Tensor]:
-    """The values (floats, ints or 0-d tensors on ``device``) summed over all ranks, as one float64 tensor on
-    ``device``: nccl reduces CUDA tensors only, and one stacked tensor is one collective and one host sync."""
+def _gathered(values: dict[str, Any], device: torch.device,
+              op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> tuple[list[str], torch.Tensor]:
+    """The values (floats, ints or 0-d tensors on ``device``) reduced over all ranks (summed, or by ``op``), as one
+    float64 tensor on ``device``: nccl reduces CUDA tensors only, and one stacked tensor is one collective and one
+    host sync."""
     keys = sorted(values)
     t = torch.stack([torch.as_tensor(values[k], dtype=torch.float64, device=device) for k in keys])
     if dist.is_initialized():
-        dist.all_reduce(t)
+        dist.all_reduce(t, op=op)
     return keys, t
 
 
@@ -74,10 +77,7 @@ def _all_reduce_sum(values: dict[str, int], world_size: int, device: torch.devic
 
 
 def _all_reduce_max(value: float, device: torch.device) -> float:
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
+    return float(_gathered({"value": value}, device, dist.ReduceOp.MAX)[1][0])
 
 
 class DataWait:
@@ -126,19 +126,10 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _local_ranks() -> int:
-    """Ranks on this machine: the launchers' LOCAL_WORLD_SIZE (torchrun), LOCAL_SIZE (deepspeed) or
-    OMPI_COMM_WORLD_LOCAL_SIZE (mpirun); 1 for a single process."""
-    for var in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"):
-        if os.environ.get(var, "").isdigit():
-            return max(1, int(os.environ[var]))
-    return 1
-
-
 def input_hint(recipe: Any, device: torch.device, cores: int | None = None, local_ranks: int | None = None) -> str:
     """What moves work off a starved input pipeline, for the recipe's settings on ``device`` and the ``cores``
     (default: this process's) shared by ``local_ranks`` training processes (default: from the launcher)."""
-    cores, local_ranks = cores or _usable_cores(), local_ranks or _local_ranks()
+    cores, local_ranks = cores or _usable_cores(), local_ranks or launch_local_ranks()
     spare = cores // local_ranks - 1  # each rank's training process keeps one core
     hints = []
     if recipe.num_workers < spare:

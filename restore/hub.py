@@ -310,15 +310,16 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
     model.load_state_dict(state, strict=True)
 
 
-def _load_weights(path: Path, device: torch.device, fix: str) -> dict[str, torch.Tensor]:
-    """``safetensors.torch.load_file`` with its header errors turned into `CorruptCheckpointError` naming ``path``."""
+def _load_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` onto the CPU, with its header errors turned into `CorruptCheckpointError`
+    naming ``path``."""
     from safetensors import SafetensorError
 
     size = path.stat().st_size
     if size == 0:
         raise CorruptCheckpointError(f"{path} is empty (0 bytes), an interrupted download or save; {fix}")
     try:
-        return load_file(str(path), device=str(device))
+        return load_file(str(path))
     except SafetensorError as err:
         raise CorruptCheckpointError(
             f"{path} ({size} bytes) is not a complete safetensors file ({err}): truncated or corrupt; {fix}"
@@ -379,7 +380,7 @@ def from_pretrained(
             raise InputError(f"{source} does not serve task(s) {absent}; it has: {', '.join(config['tasks'])}")
     # onto the CPU, before building (a corrupt file fails fast); the model then moves once: loading onto the
     # device first held the weights there twice and copied them back and forth
-    state = _load_weights(weights_path, "cpu", fix)
+    state = _load_weights(weights_path, fix)
     try:
         model = cls(**config)
     except (ValueError, TypeError) as err:  # the config's values are the only input here (types checked above)
