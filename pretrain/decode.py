@@ -31,7 +31,8 @@ class PendingCrop:
     """An RGB JPEG's bytes and the crop and flips the worker drew for it (``decode_on=device``): `degrade_pending`
     decodes it on the training device (nvjpeg on CUDA) and cuts it."""
 
-    data: torch.Tensor  # the file's bytes, uint8
+    data: bytes  # the file's bytes: a DataLoader worker pickles bytes through its pipe, where a tensor each would
+    # cost a shared-memory segment and a file descriptor (192 JPEG crops: 76 instead of 140 ms per batch)
     top: int
     left: int
     size: int
@@ -59,9 +60,9 @@ def _decode(sample: dict[str, Any]) -> np.ndarray:
     return _decode_crop(sample, 0, None)[0].permute(1, 2, 0).numpy()
 
 
-def _jpeg_rgb(data: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor | list[torch.Tensor]:
-    """(3, H, W) uint8 RGB of a JPEG's bytes (uint8 tensor), or a list of them for a list, decoded by torchvision
-    on ``device`` (libjpeg-turbo on the CPU, nvjpeg on CUDA).
+def _jpeg_rgb(data: torch.Tensor | bytes | list, device: torch.device | str = "cpu") -> torch.Tensor | list:
+    """(3, H, W) uint8 RGB of a JPEG's bytes (bytes or a uint8 tensor), or a list of them for a list, decoded by
+    torchvision on ``device`` (libjpeg-turbo on the CPU, nvjpeg on CUDA).
 
     On CUDA the caller's stream is drained first: torchvision allocates nvjpeg's outputs on that stream, and the
     decode (nvjpeg's hardware engine in particular) can write them before kernels still queued there have finished
@@ -69,10 +70,19 @@ def _jpeg_rgb(data: torch.Tensor, device: torch.device | str = "cpu") -> torch.T
     PR #1634, which adds the same wait)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    if isinstance(data, list):
+        data = [_byte_tensor(d) for d in data]
+    else:
+        data = _byte_tensor(data)
     if torch.device(device).type == "cuda":
         torch.cuda.current_stream(device).synchronize()
     with quiet_codecs():
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+def _byte_tensor(data: torch.Tensor | bytes) -> torch.Tensor:
+    """A uint8 tensor over ``data``'s bytes (a copy: the decoders want a writable buffer, and bytes are not)."""
+    return data if isinstance(data, torch.Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def _crop_position(hw: tuple[int, int], size: int, g: torch.Generator) -> tuple[int, int]:
@@ -100,7 +110,7 @@ def _decode_crop(sample: dict[str, Any], size: int, g: torch.Generator | None,
         jpeg = im.format == "JPEG" and im.mode == "RGB"
         defer = defer and jpeg and g is not None
         if jpeg and not defer:
-            chw = _jpeg_rgb(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            chw = _jpeg_rgb(data)
             if tuple(chw.shape[1:]) != hw:  # never seen; refuse rather than crop the wrong frame
                 raise ValueError(f"decoded {tuple(chw.shape[1:])} from a header of {hw}")
         elif not jpeg:
@@ -110,8 +120,7 @@ def _decode_crop(sample: dict[str, Any], size: int, g: torch.Generator | None,
             return (chw if jpeg else torch.from_numpy(np.array(rgb)).permute(2, 0, 1)), hw
         top, left = _crop_position(hw, size, g)
         if defer:
-            bytes_ = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return PendingCrop(bytes_, top, left, size, (0, 0, 0), str(sample.get("__key__"))), hw
+            return PendingCrop(bytes(data), top, left, size, (0, 0, 0), str(sample.get("__key__"))), hw
         if jpeg:
             return chw[:, top : top + size, left : left + size].contiguous(), hw
         return torch.from_numpy(np.array(rgb.crop((left, top, left + size, top + size)))).permute(2, 0, 1), hw
