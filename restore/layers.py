@@ -121,11 +121,14 @@ def use_fused_attention(x: torch.Tensor) -> bool:
     return x.is_cuda if forced is None else forced
 
 
-# The most heads one SDPA call gets. CUDA's memory-efficient kernel launches one block row per head (grid.y), at
-# most 65535, and fails beyond ("invalid configuration argument"; pytorch/pytorch#142228, fix PR #177985 open):
-# with windows folded into the heads that is a feature map of about 0.7 MP for SwinIR (window 8, 6 heads), an
-# ordinary untiled image. Its batch dimension torch already splits.
+# The most heads, and the largest batch, one SDPA call gets. CUDA grids hold at most 65535 blocks along y and z, and
+# the fused kernels put heads and batch there: the memory-efficient kernel one block row per head (grid.y), and
+# fails beyond ("invalid configuration argument"; pytorch/pytorch#142228, fix PR #177985 open), which with windows
+# folded into the heads is a feature map of about 0.7 MP for SwinIR (window 8, 6 heads), an ordinary untiled
+# image; the flash kernel the batch (grid.y) and heads (grid.z; pytorch/pytorch#146704), which with windows folded
+# into the batch is EDT's unmasked blocks past about 9.4 MP (144-pixel windows) in bf16.
 SDPA_MAX_HEADS = 65535
+SDPA_MAX_BATCH = 65535
 
 
 def window_sdpa(
@@ -152,7 +155,7 @@ def window_sdpa(
     - the head dim is zero-padded to ``head_multiple`` (SwinIR/HAT 180/6 = 30, EDT 15): zeros add nothing to
       q k^T and give zero output columns, which are cut off; ``scale`` is passed explicitly because SDPA's
       default would use the padded size (0 = no padding);
-    - more than `SDPA_MAX_HEADS` folded heads run as several calls (same result).
+    - more than `SDPA_MAX_HEADS` folded heads, or a batch over `SDPA_MAX_BATCH`, run as several calls (same result).
     """
     b, nw, nh, nq, d = q.shape
     nk = k.shape[-2]
@@ -188,14 +191,22 @@ def window_sdpa(
         else:
             attn_mask = mask.expand(nw, nh, nq, nk).reshape(1, nw * nh, nq, nk)
     qf, kf, vf = fold(q), fold(k), fold(v)
-    if qf.shape[1] <= SDPA_MAX_HEADS:
-        out = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
-    else:  # windows packed into the heads of a large untiled image: chunks the CUDA kernels can launch
-        part = lambda t, i: t if t is None else t[:, i : i + SDPA_MAX_HEADS]  # noqa: E731
-        out = torch.cat([F.scaled_dot_product_attention(part(qf, i), part(kf, i), part(vf, i),
-                                                        attn_mask=part(attn_mask, i), dropout_p=dropout_p,
-                                                        scale=scale)
-                         for i in range(0, qf.shape[1], SDPA_MAX_HEADS)], dim=1)
+
+    def attend(i: int | None = None, j: int | None = None) -> torch.Tensor:
+        """The attention of all (no ``i``), or of batch from ``i`` and heads from ``j`` in chunks CUDA launches."""
+        if i is None:
+            return F.scaled_dot_product_attention(qf, kf, vf, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
+        part = lambda t: t[i : i + SDPA_MAX_BATCH, j : j + SDPA_MAX_HEADS]  # noqa: E731
+        heads_mask = None if attn_mask is None else attn_mask[:, j : j + SDPA_MAX_HEADS]  # its batch dim is 1
+        return F.scaled_dot_product_attention(part(qf), part(kf), part(vf), attn_mask=heads_mask,
+                                              dropout_p=dropout_p, scale=scale)
+
+    # an exported graph runs elsewhere (ONNX Runtime): one call, and no guard on its dynamic batch and size
+    if torch.compiler.is_exporting() or (qf.shape[0] <= SDPA_MAX_BATCH and qf.shape[1] <= SDPA_MAX_HEADS):
+        out = attend()
+    else:  # windows packed into the batch or the heads of a large untiled image
+        rows, cols = range(0, qf.shape[0], SDPA_MAX_BATCH), range(0, qf.shape[1], SDPA_MAX_HEADS)
+        out = torch.cat([torch.cat([attend(i, j) for j in cols], dim=1) for i in rows], dim=0)
     out = out[..., :d]
     if layout == "heads-in-batch":
         return out.reshape(b, nh, nw, nq, d).transpose(1, 2)

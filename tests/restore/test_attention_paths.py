@@ -91,25 +91,12 @@ def test_cuda_attention_path_is_taken_by_a_fused_kernel(name: str) -> None:
         assert torch.allclose(y, model(x, "sr_x2"), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("mask_shape", [None, (3, 2, 5, 7), (1, 2, 5, 7), (2, 5, 7), (3, 1, 5, 7)])
-def test_window_sdpa_matches_the_formula(mask_shape) -> None:
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 3, 2, 5, 6, generator=g)  # (B, nW, nH, Nq, d)
-    k, v = torch.randn(2, 2, 3, 2, 7, 6, generator=g).unbind(0)
-    mask = None if mask_shape is None else torch.randn(*mask_shape, generator=g)
-    logits = 0.3 * q @ k.transpose(-2, -1)
-    if mask is not None:
-        logits = logits + mask
-    expected = logits.softmax(-1) @ v
-    assert torch.allclose(window_sdpa(q, k, v, mask, 0.3), expected, atol=1e-6)
-    assert torch.allclose(window_sdpa(q, k, v, mask, 0.3, head_multiple=0), expected, atol=1e-6)
-
-
 @pytest.mark.parametrize("mask_shape", [None, (3, 2, 5, 7), (1, 2, 5, 7), (3, 1, 5, 7)])
-def test_window_sdpa_splits_more_heads_than_cuda_launches(mask_shape, monkeypatch) -> None:
-    """Windows folded into SDPA's heads exceed CUDA's 65535-block grid row on large untiled images; above
-    `SDPA_MAX_HEADS` the call is split, each part with its slice of the mask. Checked with a small limit: every
-    layout (heads = windows x heads, heads = windows) gives the unsplit result, and each call stays under it."""
+def test_window_sdpa_splits_what_cuda_cannot_launch(mask_shape, monkeypatch) -> None:
+    """Windows folded into SDPA's heads or batch exceed CUDA's 65535-block grid rows on large untiled images; above
+    `SDPA_MAX_HEADS` heads or `SDPA_MAX_BATCH` images the call is split, each part with its slice of the mask.
+    Checked with small limits: every layout (heads = windows x heads, heads = windows, batch = windows x images)
+    gives the unsplit result, and each call stays under both."""
     import restore.layers as layers
 
     g = torch.Generator().manual_seed(0)
@@ -117,16 +104,17 @@ def test_window_sdpa_splits_more_heads_than_cuda_launches(mask_shape, monkeypatc
     k, v = torch.randn(2, 2, 3, 2, 7, 6, generator=g).unbind(0)
     mask = None if mask_shape is None else torch.randn(*mask_shape, generator=g)
     whole = window_sdpa(q, k, v, mask, 0.3)
-    heads, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+    shapes, sdpa = [], torch.nn.functional.scaled_dot_product_attention
 
     def recording(query, *args, **kw):
-        heads.append(query.shape[1])
+        shapes.append(query.shape[:2])
         return sdpa(query, *args, **kw)
 
     monkeypatch.setattr(layers, "SDPA_MAX_HEADS", 2)
+    monkeypatch.setattr(layers, "SDPA_MAX_BATCH", 3)
     monkeypatch.setattr(layers.F, "scaled_dot_product_attention", recording)
     assert torch.allclose(window_sdpa(q, k, v, mask, 0.3), whole, atol=1e-6)
-    assert max(heads) <= 2 and (len(heads) > 1 or mask_shape in (None, (1, 2, 5, 7)))
+    assert max(b for b, _ in shapes) <= 3 and max(h for _, h in shapes) <= 2 and len(shapes) > 1
 
 
 def test_compiled_masks_are_built_in_the_graph_so_one_graph_serves_every_size():
