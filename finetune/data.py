@@ -34,7 +34,7 @@ from finetune.pairs import (DataError, Pair, TrainingData, is_shard_spec, probe_
 from pretrain.batch import Batch, StepData
 from pretrain.data import SKIP_KINDS, degrade_seed, hr_patch, step_generator, stream_tasks, task_plan
 from pretrain.decode import apply_flips, draw_flips
-from pretrain.degrade import degrade_pending
+from pretrain.degrade import worker_degrade
 from tasks.registry import MASK_PATCH, MASK_RATIO, Task
 
 __all__ = ["Pair", "DataError", "TrainingData", "scan_training_data", "PairStream", "is_shard_spec", "shard_data",
@@ -80,8 +80,8 @@ class _StepDataset(Dataset):
     """Map-style: item ``i`` is the `StepData` of micro-step ``i`` on this rank (a pure function of seed and i)."""
 
     def __init__(self, pairs: dict[str, list[Pair]], *, batch_size: int, lr_patch: int, dn_patch: int, seed: int,
-                 rank: int, world_size: int, cache_mb: int, mode: str = "edt", degrade: bool = True,
-                 mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH):
+                 rank: int, world_size: int, cache_mb: int, mode: str = "edt",
+                 degrade: bool | tuple[str, ...] = True, mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH):
         self.pairs, self.mode, self.degrade = pairs, mode, degrade
         self.task_objs = stream_tasks(tuple(pairs), mask_ratio, mask_patch)
         self.batch_size, self.lr_patch, self.dn_patch = batch_size, lr_patch, dn_patch
@@ -165,7 +165,7 @@ class _StepDataset(Dataset):
         pending = any(b.lq is None for b in batches.values())
         data = StepData(step=step, batches=batches, keys=keys, position={"skipped": skipped},
                         degrade_seed=degrade_seed(self.seed, step, self.rank) if pending else None)
-        return degrade_pending(data, self.task_objs, self.lr_patch, "cpu") if self.degrade else data
+        return worker_degrade(data, self.task_objs, self.lr_patch, self.degrade)
 
     def __len__(self) -> int:  # the sampler is infinite; DataLoader never asks, but Dataset wants a length
         return 2**62
@@ -191,14 +191,15 @@ class PairStream:
         num_workers: data-loader processes (0: in the main process).
         state: `state_dict` of an earlier stream, to continue where it stopped.
         cache_mb: decoded-image cache per process.
-        degrade: degrade on-the-fly pairs in the workers; False leaves it to the trainer (`degrade_pending`).
+        degrade: degrade on-the-fly pairs in the workers; False leaves it to the trainer (`degrade_pending`), task
+            names split them (`pretrain.degrade.worker_roles`).
         mask_ratio, mask_patch: the masked task's mask, as in pretraining.
     """
 
     def __init__(self, pairs: dict[str, list[Pair]], *, batch_size: int, lr_patch: int, dn_patch: int, seed: int,
                  rank: int = 0, world_size: int = 1, num_workers: int = 0, state: dict | None = None,
-                 cache_mb: int = 1024, mode: str = "edt", degrade: bool = True, mask_ratio: float = MASK_RATIO,
-                 mask_patch: int = MASK_PATCH):
+                 cache_mb: int = 1024, mode: str = "edt", degrade: bool | tuple[str, ...] = True,
+                 mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH):
         state = state or {}
         self.step = int(state.get("step", 0))
         self.corrupt = int(state.get("skips", {}).get("corrupt", 0))  # samples skipped so far, resumed runs included
@@ -247,8 +248,8 @@ def shard_data(specs: list[str]) -> str:
 
 def build_stream(specs: list[str], task_names: list[str], *, batch_size: int, lr_patch: int, dn_patch: int,
                  seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
-                 data: TrainingData | None = None, mode: str = "edt", degrade: bool = True, decode: bool = True,
-                 mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH):
+                 data: TrainingData | None = None, mode: str = "edt", degrade: bool | tuple[str, ...] = True,
+                 decode: bool = True, mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH):
     """The training stream for ``specs``: `PairStream` over folders, or `pretrain.data.DataStream` over shards."""
     shard_specs = [s for s in specs if is_shard_spec(s)]
     if shard_specs:

@@ -261,7 +261,8 @@ def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportIn
             cfg.train, list(recipe.tasks), batch_size=recipe.batch_size, lr_patch=recipe.lr_patch,
             dn_patch=recipe.dn_patch, seed=recipe.seed, rank=dist.rank, world_size=dist.world_size,
             num_workers=recipe.num_workers, state=state, data=data, mode=recipe.mode,
-            mask_ratio=recipe.mask_ratio, mask_patch=recipe.mask_patch, **worker_roles(recipe.degrade_on, recipe.decode_on))
+            mask_ratio=recipe.mask_ratio, mask_patch=recipe.mask_patch,
+            **worker_roles(recipe.degrade_on, recipe.decode_on, recipe.tasks))
         return made["stream"]
 
     def make_validator(trainer) -> Validator | None:

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pretrain.batch import Batch, StepData
 from pretrain.decode import PendingCrop, apply_flips, _decode_crop, draw_flips, _image_size
 from pretrain.degrade import (DECODE_ON, DEGRADE_ON, SR_ANY_QUERIES, degrade_batch, degrade_on_device,  # noqa: F401
-                              degrade_pending, exact_kernels, worker_roles)
+                              degrade_pending, exact_kernels, worker_degrade, worker_roles)
 from tasks.registry import MASK_PATCH, MASK_RATIO, Task, get_task, masked_task
 
 __all__ = ["Batch", "StepData", "ShardStream", "DataStream", "expand_urls", "check_shards", "hr_patch", "task_plan",
@@ -269,7 +269,8 @@ class ShardStream(IterableDataset):
         start_step: first step this stream serves.
         positions: saved positions per sub-stream (from `DataStream.state_dict`), or None to start fresh.
         mask_ratio, mask_patch: the masked task's mask (`tasks.degradations.random_mask`).
-        degrade: degrade in the stream (the workers); False leaves it pending for the trainer (`degrade_pending`).
+        degrade: degrade in the stream (the workers); False leaves it pending for the trainer (`degrade_pending`),
+            a tuple of task names degrades those here and leaves the rest (`worker_roles`).
         decode: decode every image in the stream; False leaves RGB JPEGs to the trainer's device (``decode_on=device``;
             needs ``degrade=False``).
     """
@@ -278,7 +279,7 @@ class ShardStream(IterableDataset):
         self, urls: list[str], tasks: tuple[str, ...], *, mode: str = "edt", batch_size: int = 4, lr_patch: int = 48,
         dn_patch: int = 192, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
         start_step: int = 0, positions: dict[int, dict] | None = None, mask_ratio: float = MASK_RATIO,
-        mask_patch: int = MASK_PATCH, degrade: bool = True, decode: bool = True,
+        mask_patch: int = MASK_PATCH, degrade: bool | tuple[str, ...] = True, decode: bool = True,
     ):
         if not decode and degrade:
             raise ValueError("decoding on the device needs the degradation there too: pass degrade=False")
@@ -334,7 +335,7 @@ class ShardStream(IterableDataset):
                     batches[task] = Batch(lq=None, gt=None, task=task, crops=patches)
             data = StepData(step=step, batches=batches, stream=sub, position=reader.position(), keys=keys,
                             degrade_seed=degrade_seed(self.seed, step, self.rank))
-            yield degrade_pending(data, self.task_objs, self.lr_patch, "cpu") if self.degrade else data
+            yield worker_degrade(data, self.task_objs, self.lr_patch, self.degrade)
             step += self.n_sub
 
 
@@ -343,13 +344,15 @@ class DataStream:
 
     ``state_dict()`` holds the next step and the position of each sub-stream after its last consumed batch;
     pass it back as ``state`` to continue exactly there (same world size and ``num_workers``). ``degrade=False``:
-    the workers only decode, crop and augment, and the trainer degrades on its device (`degrade_pending`).
+    the workers only decode, crop and augment, and the trainer degrades on its device (`degrade_pending`); task
+    names: the workers degrade those tasks, the trainer the others.
     """
 
     def __init__(
         self, urls: list[str], tasks: tuple[str, ...], *, mode: str, batch_size: int, lr_patch: int,
         dn_patch: int, seed: int, rank: int, world_size: int, num_workers: int, state: dict | None = None,
-        mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH, degrade: bool = True, decode: bool = True,
+        mask_ratio: float = MASK_RATIO, mask_patch: int = MASK_PATCH, degrade: bool | tuple[str, ...] = True,
+        decode: bool = True,
     ):
         state = state or {}
         n_streams = world_size * max(1, num_workers)

@@ -21,7 +21,7 @@ from torch import nn
 from pretrain.checkpoint import save_checkpoint
 from pretrain.batch import StepData
 from pretrain.data import SKIP_KINDS
-from pretrain.degrade import degrade_on_device
+from pretrain.degrade import worker_roles
 from pretrain.engine import Trainer
 from pretrain.launch import local_ranks as launch_local_ranks
 from pretrain.telemetry import RunLogger
@@ -136,7 +136,7 @@ def input_hint(recipe: Any, device: torch.device, cores: int | None = None, loca
         hints.append(f"raise num_workers (now {recipe.num_workers}; {cores} cores for {local_ranks} rank(s) here: "
                      f"up to {spare} each)")
     if device.type == "cuda":
-        if not degrade_on_device(recipe.degrade_on):
+        if worker_roles(recipe.degrade_on, recipe.decode_on, recipe.tasks)["degrade"]:
             hints.append("degrade on the GPU (degrade_on=device)")
         if recipe.decode_on == "workers":
             hints.append("decode the shards' JPEGs there too (decode_on=device)")

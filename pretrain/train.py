@@ -235,7 +235,7 @@ def run_pretraining(
             urls, recipe.tasks, mode=recipe.mode, batch_size=recipe.batch_size, lr_patch=recipe.lr_patch,
             dn_patch=recipe.dn_patch, seed=recipe.seed, rank=info.rank, world_size=info.world_size,
             num_workers=recipe.num_workers, state=state, mask_ratio=recipe.mask_ratio, mask_patch=recipe.mask_patch,
-            **worker_roles(recipe.degrade_on, recipe.decode_on),
+            **worker_roles(recipe.degrade_on, recipe.decode_on, recipe.tasks),
         )
 
     if on_validate is None and recipe.val:

@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pretrain.data import (ShardStream, expand_urls, worker_roles, degrade_on_device, degrade_pending, exact_kernels,
                            stream_tasks)
+from pretrain.degrade import task_seed
 from restore.model import ARBITRARY_SCALE_TASK
 from tasks.registry import COMMON_TASKS
 from tests.pretrain.helpers import TINY_OVERRIDES, paired_folder
@@ -67,6 +68,36 @@ def test_device_degradation_equals_the_workers(shard_set):
             if want is not None:
                 assert torch.equal(raw.batches[task].gt, want), task
         _assert_batches_equal(w, degrade_pending(raw, tasks, 8, torch.device("cpu")))
+
+
+def test_split_degradation_equals_the_workers(shard_set):
+    """The workers degrade some tasks (the blind ones, under ``auto`` on CUDA) and the trainer the rest: each task
+    draws from its own generator (`task_seed`), so the split gives the all-in-the-workers batches bit for bit."""
+    here = ("derain", "realsr_x2")
+    workers, split = iter(_stream(shard_set[0], degrade=True)), iter(_stream(shard_set[0], degrade=here))
+    tasks = stream_tasks(TASKS)
+    for _ in range(2):
+        w, part = next(workers), next(split)
+        assert part.degrade_seed is not None
+        assert {t for t, b in part.batches.items() if b.lq is not None} == set(here)
+        _assert_batches_equal(w, degrade_pending(part, tasks, 8, "cpu"))
+    assert len({task_seed(part.degrade_seed, t) for t in TASKS}) == len(TASKS)  # and the tasks draw apart
+
+
+def test_auto_keeps_the_blind_pipelines_in_the_workers_on_cuda(monkeypatch):
+    """``degrade_on=auto`` on CUDA: the blind pipelines (per-image draws read back from the GPU, a libjpeg round
+    trip) would stall the step there, so the workers degrade them beside it and the GPU the others; a CPU run keeps
+    everything in the workers, ``device`` forces all onto the GPU, and decoding there takes every task along."""
+    tasks = ("sr_x2", "realsr_x4", "masked", "bsrgan_x4")
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert worker_roles("auto", "workers", tasks) == {"degrade": True, "decode": True}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert worker_roles("auto", "workers", tasks) == {"degrade": ("realsr_x4", "bsrgan_x4"), "decode": True}
+    assert worker_roles("auto", "workers", ("sr_x2", "masked")) == {"degrade": False, "decode": True}
+    assert worker_roles("device", "workers", tasks) == {"degrade": False, "decode": True}
+    assert worker_roles("workers", "workers", tasks) == {"degrade": True, "decode": True}
+    assert worker_roles("auto", "device", tasks) == {"degrade": False, "decode": False}
 
 
 # ops whose CUDA kernels give another result from run to run (torch's `use_deterministic_algorithms` list): sums

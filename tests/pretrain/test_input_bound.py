@@ -75,3 +75,11 @@ def test_the_hint_names_the_spare_cores_and_on_a_gpu_the_device_placements(monke
     assert "raise num_workers" not in input_hint(on_workers, torch.device("cpu"), cores=4, local_ranks=1)
     monkeypatch.setenv("LOCAL_SIZE", "8")  # deepspeed's launcher
     assert "for 8 rank(s)" in input_hint(on_workers, gpu, cores=96)
+    # auto on CUDA keeps the blind pipelines in the workers: moving them is still a way out
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    blind = replace(smoke(), num_workers=11, tasks=("sr_x2", "realsr_x4"), degrade_on="auto", decode_on="device")
+    assert "degrade_on=device" not in input_hint(blind, gpu, cores=96, local_ranks=8)
+    assert "degrade_on=device" in input_hint(replace(blind, decode_on="workers"), gpu, cores=96, local_ranks=8)
+    assert "degrade_on=device" not in input_hint(replace(blind, tasks=("sr_x2",), decode_on="workers"), gpu,
+                                                 cores=96, local_ranks=8)
