@@ -173,9 +173,9 @@ def init_distributed() -> DistInfo:
         os.environ.update(update)
         info = DistInfo(info.rank, info.world_size, index)
         torch.cuda.set_device(index)
-        deepspeed.init_distributed(dist_backend="nccl", timeout=collective_timeout())
+        _init_retrying(deepspeed, "nccl")
     else:
-        _init_gloo_retrying(deepspeed)
+        _init_retrying(deepspeed, "gloo")
     if info.world_size == 1 and not _EXIT_HOOK:
         # a single rank has no peer to wait for: its group is destroyed at exit whatever happened (scripts,
         # benchmarks and test sessions that train in-process), before interpreter teardown could abort it
@@ -253,16 +253,25 @@ def cuda_device_index(local_rank: int, visible: int) -> int:
     )
 
 
-def _init_gloo_retrying(deepspeed, attempts: int = 5) -> None:
-    """``init_distributed`` over gloo; a single-rank run whose port we picked retries on another port if a
-    concurrent process bound that port between `free_port` and the rendezvous (a race, not a user error)."""
+def _init_retrying(deepspeed, backend: str, attempts: int = 5) -> None:
+    """``init_distributed`` over ``backend``; a single-rank run whose port we picked retries on another port if a
+    concurrent process bound that port between `free_port` and the rendezvous (a race, not a user error). The
+    rendezvous store is the same TCP server for gloo and nccl, so both retry."""
     import torch.distributed as dist
 
     for attempt in range(attempts):
         try:
-            deepspeed.init_distributed(dist_backend="gloo", timeout=collective_timeout())
+            deepspeed.init_distributed(dist_backend=backend, timeout=collective_timeout())
             return
         except dist.DistNetworkError as err:
-            if os.environ.get(_OWN_PORT) != "1" or "EADDRINUSE" not in str(err) or attempt == attempts - 1:
+            if "EADDRINUSE" not in str(err):
+                raise
+            if os.environ.get(_OWN_PORT) != "1":  # the launcher's or the user's port
+                raise InputError(
+                    f"MASTER_PORT={os.environ.get('MASTER_PORT')} is already in use on this machine (another run "
+                    "holds it?): give the launcher a free one (deepspeed --master_port N, torchrun --master_port N) "
+                    "or set MASTER_PORT"
+                ) from None
+            if attempt == attempts - 1:
                 raise
             os.environ["MASTER_PORT"] = str(free_port())

@@ -209,3 +209,39 @@ def test_the_program_destroys_its_process_group_before_exit(good, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "exit 0 group destroyed" in done.stdout, done.stdout[-2000:]
     assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_taken_master_port_is_one_line_or_another_port(good, tmp_path):
+    """The rendezvous port is taken (another run holds it): a port the launcher or the user gave is bad input, one
+    line and exit 2 with no folder left; a port the program picked itself (no launcher) is a race, and the run
+    retries on another one. Both on gloo here; nccl's rendezvous is the same TCP store and goes through the same
+    retry (`pretrain.launch._init_retrying`)."""
+    import socket
+    import subprocess
+    import sys
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = str(holder.getsockname()[1])
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    env.pop("RESTORE_CHOSE_MASTER_PORT", None)
+    root = Path(__file__).resolve().parents[2]
+
+    def run(out: Path, **extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "pretrain", "run", "--recipe", "smoke", "--data", good[0], "--out", str(out),
+               *SMALL]
+        return subprocess.run(cmd, capture_output=True, text=True, env={**env, **extra}, timeout=600, cwd=root)
+
+    try:
+        given = run(tmp_path / "given")
+        assert given.returncode == 2, given.stderr[-2000:]
+        last = given.stderr.strip().splitlines()[-1]
+        assert f"MASTER_PORT={port} is already in use" in last and "--master_port" in last, given.stderr[-2000:]
+        assert not (tmp_path / "given").exists()
+        picked = run(tmp_path / "picked", RESTORE_CHOSE_MASTER_PORT="1")
+        assert picked.returncode == 0, picked.stderr[-2000:]
+        assert (tmp_path / "picked" / "summary.json").exists()
+    finally:
+        holder.close()
