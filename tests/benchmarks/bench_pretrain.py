@@ -1,6 +1,6 @@
 """Pretraining throughput: the data pipeline (samples/s per core, with degradation) and the smoke recipe's training.
 
-    DS_ACCELERATOR=cpu .venv/bin/python tests/benchmarks/bench_pretrain.py [--images N] [--steps N]
+    DS_ACCELERATOR=cpu .venv/bin/python tests/benchmarks/bench_pretrain.py [--images N] [--steps N] [--handover]
 
 1. Shards are built from the shared ImageNet sample (real JPEG sizes). One core (``torch.set_num_threads(1)``,
    ``num_workers=0``) then runs the stream with the EDT-B recipe's patches (LR 48 for SR, 192 for denoise/derain):
@@ -11,6 +11,9 @@
    Ratios are against the reference in the same process.
 2. The smoke recipe trains in this process as one DeepSpeed rank (ZeRO-2, fp32) on the same shards; the reference is
    a plain PyTorch AdamW loop on one pre-made batch (no data loading, no DeepSpeed).
+3. ``--handover`` (alone): what the training process receives from one DataLoader worker under ``decode_on=device``,
+   the JPEGs as bytes (the stream) against one tensor each (the reference, the previous way), and the worker's
+   stream in this process (`handover_rates`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Iterator
 from pathlib import Path
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -83,6 +87,46 @@ def stream_rates(urls: list[str], tasks: tuple[str, ...], wheres: tuple[str, ...
         for w, it in its.items():
             t, n = time.perf_counter(), 0
             while n < per_round:
+                n += next(it).images
+            rates[w].append(n / (time.perf_counter() - t))
+    return {w: statistics.median(r) for w, r in rates.items()}
+
+
+def handover_rates(urls: list[str], tasks: tuple[str, ...], samples: int, rounds: int = 6) -> dict[str, float]:
+    """{way: samples/s} the training process receives from one DataLoader worker under ``decode_on=device``, where
+    the worker's own work is light and handing the batch over can dominate: ``"bytes"`` (the stream's way: each
+    JPEG as bytes, pickled through the worker's pipe), ``"tensors"`` (the reference: each JPEG as a uint8 tensor,
+    as before, which costs a shared-memory segment and a file descriptor per file) and ``"in_process"`` (the
+    worker's stream iterated here, no handover). Timed in alternating rounds, medians (see `stream_rates`)."""
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from pretrain.data import PendingCrop, ShardStream
+
+    def stream() -> ShardStream:
+        return ShardStream(urls, tasks, mode="edt", batch_size=16, lr_patch=48, dn_patch=192, seed=0,
+                           degrade=False, decode=False)
+
+    class AsTensors(IterableDataset):
+        def __iter__(self):
+            for data in stream():
+                for b in data.batches.values():
+                    for c in b.crops:
+                        if isinstance(c, PendingCrop):
+                            c.data = torch.frombuffer(bytearray(c.data), dtype=torch.uint8)
+                yield data
+
+    def loader(ds) -> Iterator:
+        it = iter(DataLoader(ds, batch_size=None, num_workers=1, prefetch_factor=2, persistent_workers=True))
+        next(it)
+        return it
+
+    its = {"in_process": iter(stream()), "bytes": loader(stream()), "tensors": loader(AsTensors())}
+    next(its["in_process"])
+    rates: dict[str, list[float]] = {w: [] for w in its}
+    for _ in range(rounds):
+        for w, it in its.items():
+            t, n = time.perf_counter(), 0
+            while n < max(16, samples // rounds):
                 n += next(it).images
             rates[w].append(n / (time.perf_counter() - t))
     return {w: statistics.median(r) for w, r in rates.items()}
@@ -157,11 +201,22 @@ def main() -> None:
     p.add_argument("--images", type=int, default=120, help="corpus images to shard")
     p.add_argument("--samples", type=int, default=192, help="samples timed per pipeline setting")
     p.add_argument("--steps", type=int, default=10, help="timed training steps")
+    p.add_argument("--handover", action="store_true",
+                   help="only the decode_on=device handover from a DataLoader worker (`handover_rates`)")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {os.cpu_count()} cores visible, 1 thread used; machine load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as d:
         urls = build(Path(d), args.images)
+        if args.handover:
+            r = handover_rates(urls, ("sr_x2", "sr_x3", "sr_x4"), args.samples * 5)
+            print("\n| decode_on=device, sr_x2,sr_x3,sr_x4 (LR 48), batches of 48 crops | samples/s received | ratio "
+                  "|\n|---|---|---|")
+            print(f"| JPEGs as one tensor each (ref) | {r['tensors']:.0f} | 1.00 |")
+            print(f"| JPEGs as bytes (the stream) | {r['bytes']:.0f} | {r['bytes'] / r['tensors']:.2f} |")
+            print(f"| the worker's stream in this process (no handover) | {r['in_process']:.0f} | "
+                  f"{r['in_process'] / r['tensors']:.2f} |")
+            return
         rows = []
         for name, tasks in (("sr_x2,sr_x3,sr_x4 (LR 48)", ("sr_x2", "sr_x3", "sr_x4")),
                             ("denoise_g25 (192)", ("denoise_g25",)),
