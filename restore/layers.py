@@ -155,7 +155,9 @@ def window_sdpa(
     - the head dim is zero-padded to ``head_multiple`` (SwinIR/HAT 180/6 = 30, EDT 15): zeros add nothing to
       q k^T and give zero output columns, which are cut off; ``scale`` is passed explicitly because SDPA's
       default would use the padded size (0 = no padding);
-    - more than `SDPA_MAX_HEADS` folded heads, or a batch over `SDPA_MAX_BATCH`, run as several calls (same result).
+    - more than `SDPA_MAX_HEADS` folded heads, or a batch over `SDPA_MAX_BATCH`, run as several calls (same result;
+      under ``torch.compile`` each such size compiles its own graph, as the split is a Python loop: only untiled
+      images past the CUDA grid limits get there).
     """
     b, nw, nh, nq, d = q.shape
     nk = k.shape[-2]

@@ -91,6 +91,20 @@ def test_cuda_attention_path_is_taken_by_a_fused_kernel(name: str) -> None:
         assert torch.allclose(y, model(x, "sr_x2"), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("mask_shape", [None, (3, 2, 5, 7), (1, 2, 5, 7), (2, 5, 7), (3, 1, 5, 7)])
+def test_window_sdpa_matches_the_formula(mask_shape) -> None:
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 2, 5, 6, generator=g)  # (B, nW, nH, Nq, d)
+    k, v = torch.randn(2, 2, 3, 2, 7, 6, generator=g).unbind(0)
+    mask = None if mask_shape is None else torch.randn(*mask_shape, generator=g)
+    logits = 0.3 * q @ k.transpose(-2, -1)
+    if mask is not None:
+        logits = logits + mask
+    expected = logits.softmax(-1) @ v
+    assert torch.allclose(window_sdpa(q, k, v, mask, 0.3), expected, atol=1e-6)
+    assert torch.allclose(window_sdpa(q, k, v, mask, 0.3, head_multiple=0), expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("mask_shape", [None, (3, 2, 5, 7), (1, 2, 5, 7), (3, 1, 5, 7)])
 def test_window_sdpa_splits_what_cuda_cannot_launch(mask_shape, monkeypatch) -> None:
     """Windows folded into SDPA's heads or batch exceed CUDA's 65535-block grid rows on large untiled images; above
