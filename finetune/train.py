@@ -33,7 +33,7 @@ from pretrain.recipes import Recipe
 from pretrain.train import resume_point, run_training
 from restore.model import RestorationModel
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "Validator", "run_finetune", "check_benchmarks", "snapshot"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "Validator", "run_finetune", "check_benchmarks", "snapshot", "stream_roles"]
 
 log = logging.getLogger("finetune.train")
 
@@ -253,6 +253,13 @@ def _resumed_init(cfg: FinetuneConfig, out: Path, resume_path: Path) -> InitResu
                       saved.get("description", cfg.init), saved.get("base_model"), saved.get("added_tasks", []))
 
 
+def stream_roles(recipe: Recipe, folders: bool) -> dict[str, Any]:
+    """The stream's ``degrade`` and ``decode`` (`pretrain.degrade.worker_roles`). Image folders are decoded by the
+    workers whatever ``decode_on`` says (only shards decode on the device), so for folders the degradations are
+    placed as with decoding in the workers: under ``auto`` on CUDA the blind ones stay there."""
+    return worker_roles(recipe.degrade_on, "workers" if folders else recipe.decode_on, recipe.tasks)
+
+
 def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportInfo, out: Path, data, resume_path):
     made: dict[str, Any] = {}  # what run_training builds through these factories, read back after the run
 
@@ -262,7 +269,7 @@ def _train(cfg: FinetuneConfig, recipe: Recipe, init: InitResult, info: ExportIn
             dn_patch=recipe.dn_patch, seed=recipe.seed, rank=dist.rank, world_size=dist.world_size,
             num_workers=recipe.num_workers, state=state, data=data, mode=recipe.mode,
             mask_ratio=recipe.mask_ratio, mask_patch=recipe.mask_patch,
-            **worker_roles(recipe.degrade_on, recipe.decode_on, recipe.tasks))
+            **stream_roles(recipe, folders=data is not None))
         return made["stream"]
 
     def make_validator(trainer) -> Validator | None:

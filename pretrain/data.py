@@ -13,8 +13,9 @@ resumes from a checkpoint sees exactly the batches the uninterrupted run would h
 - Each batch carries the sub-stream's position after it (epoch, shard index, record index, skip counts); the
   main process keeps the position of the last *consumed* batch per sub-stream, which is what a checkpoint saves.
 - Crops, flips and rotations use a generator seeded from (seed, step, rank); the degradations (noise, rain, blur
-  kernels, the masked task's masks, ``sr_any``'s scales, crops and query points) a second one, seeded from the same
-  triple (`StepData.degrade_seed`). The second generator lets the degradation move off the workers: where it runs
+  kernels, the masked task's masks, ``sr_any``'s scales, crops and query points) one per task, seeded from the same
+  triple (`StepData.degrade_seed`) and the task (`pretrain.degrade.task_seed`). Those generators let the degradation
+  move off the workers, task by task: where it runs
   (the workers or the training device) and how a pending batch is degraded there is `pretrain.degrade`; what a
   step carries is `pretrain.batch`, and image decoding and the crop draws are `pretrain.decode`.
 

@@ -35,7 +35,7 @@ __all__ = ["DEGRADE_ON", "DECODE_ON", "SR_ANY_QUERIES", "degrade_batch", "degrad
 # HR pixels an sr_any patch is scored on: LIIF/LTE's sample_q (48 ** 2 for their 48 px LR patch); a smaller LR patch
 # scores lr_patch ** 2, the pixel count of its smallest HR crop (scale 1)
 SR_ANY_QUERIES = 2304
-# where the degradations run (the recipe's degrade_on; `degrade_on_device`)
+# where the degradations run (the recipe's degrade_on; `worker_roles`)
 DEGRADE_ON = ("auto", "workers", "device")
 # where RGB JPEGs are decoded (the recipe's decode_on): the data-loader workers, or the training device (nvjpeg)
 DECODE_ON = ("workers", "device")
@@ -91,9 +91,9 @@ def worker_degrade(data: StepData, tasks: dict[str, Task], lr_patch: int,
                    degrade: bool | Collection[str]) -> StepData:
     """The data-loader workers' share of ``data``'s degradation (a stream's ``degrade``, from `worker_roles`): every
     pending batch (True), none (False), or those of the tasks named; the trainer degrades the rest."""
-    if degrade is False:
+    if not degrade:
         return data
-    return degrade_pending(data, tasks, lr_patch, "cpu", only=None if degrade is True else degrade)
+    return degrade_pending(data, tasks, lr_patch, "cpu", only=None if degrade is True else frozenset(degrade))
 
 
 @contextlib.contextmanager
@@ -127,7 +127,8 @@ def exact_kernels() -> Iterator[None]:
 
 
 def degrade_on_device(setting: str) -> bool:
-    """Whether the recipe's ``degrade_on`` puts the degradations on the training device (else: in the workers).
+    """Whether the recipe's ``degrade_on`` puts the degradations on the training device (else: in the workers); for
+    ``auto`` on CUDA, all but the blind pipelines' (`worker_roles`, `host_bound`).
 
     ``auto`` is the device where CUDA trains (a GPU degrades a batch in well under a millisecond, where a CPU core
     needs several per sample: `tests/benchmarks/bench_pretrain.py`), the workers on a CPU-only run, where the

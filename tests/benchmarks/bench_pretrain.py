@@ -97,7 +97,8 @@ def handover_rates(urls: list[str], tasks: tuple[str, ...], samples: int, rounds
     the worker's own work is light and handing the batch over can dominate: ``"bytes"`` (the stream's way: each
     JPEG as bytes, pickled through the worker's pipe), ``"tensors"`` (the reference: each JPEG as a uint8 tensor,
     as before, which costs a shared-memory segment and a file descriptor per file) and ``"in_process"`` (the
-    worker's stream iterated here, no handover). Timed in alternating rounds, medians (see `stream_rates`)."""
+    worker's stream iterated here, no handover). Timed in alternating rounds, medians (see `stream_rates`), each
+    round after the batches its loader queued meanwhile."""
     from torch.utils.data import DataLoader, IterableDataset
 
     from pretrain.data import PendingCrop, ShardStream
@@ -125,6 +126,8 @@ def handover_rates(urls: list[str], tasks: tuple[str, ...], samples: int, rounds
     rates: dict[str, list[float]] = {w: [] for w in its}
     for _ in range(rounds):
         for w, it in its.items():
+            for _ in range(3):  # what a loader's worker queued while the others were timed (prefetch_factor 2, and
+                next(it)        # the one in flight): untimed, so the round times the steady handover alone
             t, n = time.perf_counter(), 0
             while n < max(16, samples // rounds):
                 n += next(it).images
@@ -209,7 +212,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         urls = build(Path(d), args.images)
         if args.handover:
-            r = handover_rates(urls, ("sr_x2", "sr_x3", "sr_x4"), args.samples * 5)
+            r = handover_rates(urls, ("sr_x2", "sr_x3", "sr_x4"), args.samples * 30)
             print("\n| decode_on=device, sr_x2,sr_x3,sr_x4 (LR 48), batches of 48 crops | samples/s received | ratio "
                   "|\n|---|---|---|")
             print(f"| JPEGs as one tensor each (ref) | {r['tensors']:.0f} | 1.00 |")

@@ -8,10 +8,10 @@ patch sizes (EDT-B: LR 48 for every SR task, all tasks in one step; HAT: LR 64, 
 peak / FLOPs per sample (H100 SXM dense bf16 989 TFLOP/s; the MFU is an assumption, 0.35 by default, and a
 measured one from `tests/benchmarks/gpu.sh` can be passed in). The CPU side is measured here, one thread: the shard
 stream of `bench_pretrain.py` per task set, with the degradation in the worker (``degrade_on=workers``, CPU runs)
-and with the batch left pending (``degrade_on=device``, the default on CUDA: the worker decodes, crops and flips
-only; the degradation's GPU time is inside the training step, a small share of it: `gpu.sh` measures it), and
-with the JPEGs decoded on the device too (``decode_on=device``: the worker reads the shard and the headers and
-draws the crops; nvjpeg's GPU time is not in this model, `gpu.sh` measures it). Cores per GPU = GPU
+and with the batch left pending (``degrade_on=device``, the default on CUDA for these tasks: the worker decodes,
+crops and flips only; the degradation's GPU time is inside the training step, a small share of it: `gpu.sh`
+measures it), and with the JPEGs decoded on the device too (``decode_on=device``: the worker reads the shard and
+the headers and draws the crops; nvjpeg's GPU time is not in this model, `gpu.sh` measures it). Cores per GPU = GPU
 samples/s / CPU samples/s/core; the issue's target is at most 4 with on-device degradation.
 """
 

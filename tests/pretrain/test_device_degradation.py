@@ -425,3 +425,18 @@ def test_cuda_decoding_is_close_to_libjpeg(shard_set):
         diff = (gpu.batches[task].gt.cpu() - cpu.batches[task].gt).abs()
         print(f"{task}: nvjpeg vs libjpeg crops, max {float(diff.max()) * 255:.0f}/255, mean {float(diff.mean()) * 255:.3f}/255")
         assert float(diff.mean()) < 1 / 255 and float(diff.max()) <= 16 / 255, task
+
+
+def test_folder_fine_tuning_keeps_the_blind_pipelines_in_the_workers_under_device_decoding(monkeypatch):
+    """Fine-tuning from image folders decodes in the workers whatever ``decode_on`` says (only shards decode on the
+    device), so ``decode_on=device`` must not drag the blind pipelines onto the GPU there; from shards it does."""
+    from dataclasses import replace
+
+    from finetune.train import stream_roles
+    from pretrain.recipes import smoke
+
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    recipe = replace(smoke(), tasks=("sr_x2", "realsr_x4"), degrade_on="auto", decode_on="device")
+    assert stream_roles(recipe, folders=True) == {"degrade": ("realsr_x4",), "decode": True}
+    assert stream_roles(recipe, folders=False) == {"degrade": False, "decode": False}
