@@ -187,6 +187,20 @@ def pipeline_rows(device: torch.device, images: int = 64, steps: int = 4, batch:
                 rows.append(Row("GPU data pipeline", f"{name}: {label} on {device.type}", rate, worker,
                                 "samples/s", rate / worker, reference_name="one CPU worker: decode + crop",
                                 note=f"{what}; batch {batch} per task", machine=machine(device.type)))
+        # a blind pipeline, which degrade_on=auto keeps in the workers (`pretrain.degrade.host_bound`): its rate on
+        # the training device (image by image, host round trips) against one CPU worker's on the same crops
+        names = ("realsr_x4",)
+        tasks = stream_tasks(names)
+        blind = iter(ShardStream(urls, names, degrade=False, mode="edt", batch_size=batch, lr_patch=lr_patch,
+                                 dn_patch=dn_patch, seed=0))
+        pending = [next(blind) for _ in range(steps)]
+        on_cpu, on_dev = degrade_rate(pending, tasks, lr_patch, torch.device("cpu")), degrade_rate(
+            pending, tasks, lr_patch, device)
+        rows.append(Row("GPU data pipeline", f"realsr_x4 (LR 48): the blind degradation on {device.type} (the training "
+                        "thread; degrade_on=device)", on_dev, on_cpu, "samples/s", on_dev / on_cpu,
+                        reference_name="one CPU worker (where degrade_on=auto degrades it)",
+                        note=f"batch {batch}; auto keeps it in the workers: worth moving only if this beats the "
+                             "workers' cores per GPU times the reference", machine=machine(device.type)))
         # the device against the workers on the same crops: pixels of the decoder, statistics of the draws
         names = ("denoise_g25", "masked")
         tasks = stream_tasks(names)

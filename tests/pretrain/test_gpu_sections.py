@@ -36,7 +36,8 @@ def test_pipeline_rows_from_synthetic_jpegs(monkeypatch, tmp_path):
     """Where the shared corpus is absent (the GPU machine), the rows come from synthetic ImageNet-sized JPEGs."""
     monkeypatch.setattr(sections, "CORPUS", tmp_path / "absent")
     rows = sections.pipeline_rows(CPU, images=6, steps=1, batch=2, lr_patch=8, dn_patch=16)
-    assert len(rows) == 2 * len(sections.PIPELINE_TASKS) + 2
-    assert all(r.ours > 0 for r in rows[:-2]) and "synthetic" in rows[0].note
+    assert len(rows) == 2 * len(sections.PIPELINE_TASKS) + 3
+    assert all(r.ours > 0 and r.reference > 0 for r in rows[:-2]) and "synthetic" in rows[0].note
+    assert rows[-3].what.startswith("realsr_x4") and "CPU worker" in rows[-3].reference_name  # the blind pipeline
     assert rows[-2].ours == 0  # on a CPU device the crops are libjpeg's own
     assert rows[-1].ratio == pytest.approx(1.0)  # and the draws the workers'
