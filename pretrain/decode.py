@@ -60,9 +60,9 @@ def _decode(sample: dict[str, Any]) -> np.ndarray:
     return _decode_crop(sample, 0, None)[0].permute(1, 2, 0).numpy()
 
 
-def _jpeg_rgb(data: torch.Tensor | bytes | list, device: torch.device | str = "cpu") -> torch.Tensor | list:
-    """(3, H, W) uint8 RGB of a JPEG's bytes (bytes or a uint8 tensor), or a list of them for a list, decoded by
-    torchvision on ``device`` (libjpeg-turbo on the CPU, nvjpeg on CUDA).
+def _jpeg_rgb(data: bytes | list[bytes], device: torch.device | str = "cpu") -> torch.Tensor | list[torch.Tensor]:
+    """(3, H, W) uint8 RGB of a JPEG's bytes, or a list of them for a list, decoded by torchvision on ``device``
+    (libjpeg-turbo on the CPU, nvjpeg on CUDA).
 
     On CUDA the caller's stream is drained first: torchvision allocates nvjpeg's outputs on that stream, and the
     decode (nvjpeg's hardware engine in particular) can write them before kernels still queued there have finished
@@ -70,19 +70,16 @@ def _jpeg_rgb(data: torch.Tensor | bytes | list, device: torch.device | str = "c
     PR #1634, which adds the same wait)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    if isinstance(data, list):
-        data = [_byte_tensor(d) for d in data]
-    else:
-        data = _byte_tensor(data)
+    # a uint8 tensor over a copy of each file: the decoders want a writable buffer, and bytes are not
+    data = [_byte_tensor(d) for d in data] if isinstance(data, list) else _byte_tensor(data)
     if torch.device(device).type == "cuda":
         torch.cuda.current_stream(device).synchronize()
     with quiet_codecs():
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
-def _byte_tensor(data: torch.Tensor | bytes) -> torch.Tensor:
-    """A uint8 tensor over ``data``'s bytes (a copy: the decoders want a writable buffer, and bytes are not)."""
-    return data if isinstance(data, torch.Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
+def _byte_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def _crop_position(hw: tuple[int, int], size: int, g: torch.Generator) -> tuple[int, int]:

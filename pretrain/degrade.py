@@ -144,7 +144,7 @@ def degrade_on_device(setting: str) -> bool:
 def host_bound(task: str) -> bool:
     """Whether a task's degradation works image by image through the host: the blind pipelines (per-image parameter
     draws read back from the device, a libjpeg round trip, each a stall of the training step on a GPU)."""
-    return task != "masked" and get_task(task).pipeline is not None
+    return get_task(task).pipeline is not None
 
 
 def worker_roles(degrade_on: str, decode_on: str = "workers", tasks: Sequence[str] = ()) -> dict[str, Any]:

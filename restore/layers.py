@@ -194,21 +194,22 @@ def window_sdpa(
             attn_mask = mask.expand(nw, nh, nq, nk).reshape(1, nw * nh, nq, nk)
     qf, kf, vf = fold(q), fold(k), fold(v)
 
-    def attend(i: int | None = None, j: int | None = None) -> torch.Tensor:
-        """The attention of all (no ``i``), or of batch from ``i`` and heads from ``j`` in chunks CUDA launches."""
-        if i is None:
-            return F.scaled_dot_product_attention(qf, kf, vf, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
-        part = lambda t: t[i : i + SDPA_MAX_BATCH, j : j + SDPA_MAX_HEADS]  # noqa: E731
-        heads_mask = None if attn_mask is None else attn_mask[:, j : j + SDPA_MAX_HEADS]  # its batch dim is 1
-        return F.scaled_dot_product_attention(part(qf), part(kf), part(vf), attn_mask=heads_mask,
-                                              dropout_p=dropout_p, scale=scale)
+    def attend(q_: torch.Tensor, k_: torch.Tensor, v_: torch.Tensor, mask_: torch.Tensor | None) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q_, k_, v_, attn_mask=mask_, dropout_p=dropout_p, scale=scale)
 
     # an exported graph runs elsewhere (ONNX Runtime): one call, and no guard on its dynamic batch and size
     if torch.compiler.is_exporting() or (qf.shape[0] <= SDPA_MAX_BATCH and qf.shape[1] <= SDPA_MAX_HEADS):
-        out = attend()
-    else:  # windows packed into the batch or the heads of a large untiled image
-        rows, cols = range(0, qf.shape[0], SDPA_MAX_BATCH), range(0, qf.shape[1], SDPA_MAX_HEADS)
-        out = torch.cat([torch.cat([attend(i, j) for j in cols], dim=1) for i in rows], dim=0)
+        out = attend(qf, kf, vf, attn_mask)
+    else:  # windows packed into the batch or the heads of a large untiled image: chunks the CUDA kernels launch
+        rows = []
+        for i in range(0, qf.shape[0], SDPA_MAX_BATCH):
+            cols = []
+            for j in range(0, qf.shape[1], SDPA_MAX_HEADS):
+                part = (slice(i, i + SDPA_MAX_BATCH), slice(j, j + SDPA_MAX_HEADS))
+                heads_mask = None if attn_mask is None else attn_mask[:, part[1]]  # its batch dim is 1
+                cols.append(attend(qf[part], kf[part], vf[part], heads_mask))
+            rows.append(torch.cat(cols, dim=1))
+        out = torch.cat(rows, dim=0)
     out = out[..., :d]
     if layout == "heads-in-batch":
         return out.reshape(b, nh, nw, nq, d).transpose(1, 2)

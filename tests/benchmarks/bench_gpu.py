@@ -24,8 +24,8 @@ Step by step, with the expected time on one H100/H200 (each timed loop also stop
    samples/s for the degradation alone (``degrade_on=device``) and for nvjpeg decoding + degradation
    (``decode_on=device``), against one CPU worker's decode + crop; the blind ``realsr_x4`` degradation on the
    GPU against one CPU worker (``degrade_on=auto`` keeps it in the workers: this row says whether it should);
-   nvjpeg's pixels against libjpeg-turbo's; the GPU's noise sigma and mask ratio against the workers'. Shards from the shared ImageNet sample, or synthetic
-   500x375 JPEGs where it is absent.
+   nvjpeg's pixels against libjpeg-turbo's; the GPU's noise sigma and mask ratio against the workers'. Shards from
+   the shared ImageNet sample, or synthetic 500x375 JPEGs where it is absent.
 5. Inference latency (about 15 s), x4 on a 256x256 input, batch 1: ``swinir_m`` (the classical SwinIR of the
    published 0.539 s on an RTX 2080 Ti, SwinIR README) ours vs spandrel on this card (fp32, same weights,
    alternating), and ours in bf16 autocast. Without spandrel installed the spandrel rows are left out.

@@ -24,8 +24,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Iterator
 from pathlib import Path
+from typing import Iterator
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import logging  # noqa: E402
