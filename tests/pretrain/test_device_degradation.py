@@ -174,7 +174,8 @@ def test_degradations_use_nothing_nondeterministic_on_cuda(shard_set, monkeypatc
 def _kernel_settings() -> tuple:
     cudnn = torch.backends.cudnn
     return (cudnn.enabled, cudnn.benchmark, cudnn.benchmark_limit, cudnn.deterministic, cudnn.fp32_precision,
-            cudnn.conv.fp32_precision, cudnn.depthwise_kernel, torch.backends.cuda.matmul.fp32_precision,
+            cudnn.conv.fp32_precision, getattr(cudnn, "depthwise_kernel", None),  # torch >= 2.12
+            torch.backends.cuda.matmul.fp32_precision,
             torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision,
             cudnn.rnn.fp32_precision)
 
