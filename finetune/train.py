@@ -33,7 +33,8 @@ from pretrain.recipes import Recipe
 from pretrain.train import resume_point, run_training
 from restore.model import RestorationModel
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "Validator", "run_finetune", "check_benchmarks", "snapshot", "stream_roles"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "Validator", "run_finetune", "check_benchmarks", "snapshot",
+           "stream_roles"]
 
 log = logging.getLogger("finetune.train")
 

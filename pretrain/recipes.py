@@ -45,8 +45,9 @@ class Recipe:
             ``num_workers`` (data loader processes per rank), ``task_weights`` (loss weight per task, empty = 1),
             ``degrade_on`` (where the degradations run: ``"workers"`` (CPU data-loader processes), ``"device"``
             (the training device, inside the step) or ``"auto"``: the device on CUDA (the blind pipelines
-            excepted, which stay in the workers), the workers otherwise; `pretrain.data.worker_roles`), ``decode_on`` (where shards' RGB JPEGs are decoded: ``"workers"``,
-            or ``"device"``: batched on the training device, nvjpeg on CUDA, with the degradation there too).
+            excepted, which stay in the workers), the workers otherwise; `pretrain.degrade.worker_roles`),
+            ``decode_on`` (where shards' RGB JPEGs are decoded: ``"workers"``, or ``"device"``: batched on the
+            training device, nvjpeg on CUDA, with the degradation there too).
         optimisation: ``steps``, ``lr``, ``betas``, ``weight_decay``, ``warmup_steps``, ``schedule``
             (``"cosine"`` or ``"multistep"``), ``milestones``, ``gamma``, ``min_lr`` (cosine floor), ``grad_accum``,
             ``grad_clip`` (0 = off), ``ema`` (decay, 0 = off), ``contrastive_weight`` (IPT's SupCon term, 0 = off).

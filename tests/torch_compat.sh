@@ -5,21 +5,22 @@
 # site-packages after its own (a .pth file), and gets a `deepspeed` launcher of its own so that launched ranks run
 # the same interpreter. pip takes the two from its registry (a CUDA build: about 4 GB in /tmp, once).
 #
-#   tests/torch_compat.sh [torch version] [torchvision version] [-- pytest args, default -q]
+#   tests/torch_compat.sh [torch version [torchvision version]] [-- pytest args, default -q]
 #
 # Exit status: pytest's; 2 without a .venv (run 'make install' first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TORCH="${1:-2.11.0}"
-VISION="${2:-0.26.0}"
-shift $(( $# < 2 ? $# : 2 ))
-[ "${1:-}" = "--" ] && shift
+TORCH=2.11.0 VISION=0.26.0
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then TORCH="$1"; shift; fi
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then VISION="$1"; shift; fi
+if [ "${1:-}" = "--" ]; then shift; fi
 [ -x .venv/bin/python ] || { echo "torch_compat.sh: no .venv here: run 'make install' first" >&2; exit 2; }
-VENV="${TMPDIR:-/tmp}/restore-torch-$TORCH"
-if ! "$VENV/bin/python" -c "import torch, torchvision; assert torch.__version__.startswith('$TORCH')" 2>/dev/null; then
+VENV="${TMPDIR:-/tmp}/restore-torch-$TORCH-vision-$VISION"
+if [ ! -f "$VENV/.installed" ]; then  # made once per pair of versions; a failed install is redone
   rm -rf "$VENV"
   .venv/bin/python -m venv "$VENV"
   "$VENV/bin/pip" install -q "torch==$TORCH" "torchvision==$VISION"
+  touch "$VENV/.installed"
 fi
 site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 main_site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")

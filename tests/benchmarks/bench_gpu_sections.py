@@ -194,8 +194,8 @@ def pipeline_rows(device: torch.device, images: int = 64, steps: int = 4, batch:
         blind = iter(ShardStream(urls, names, degrade=False, mode="edt", batch_size=batch, lr_patch=lr_patch,
                                  dn_patch=dn_patch, seed=0))
         pending = [next(blind) for _ in range(steps)]
-        on_cpu, on_dev = degrade_rate(pending, tasks, lr_patch, torch.device("cpu")), degrade_rate(
-            pending, tasks, lr_patch, device)
+        on_cpu = degrade_rate(pending, tasks, lr_patch, torch.device("cpu"))
+        on_dev = degrade_rate(pending, tasks, lr_patch, device)
         rows.append(Row("GPU data pipeline", f"realsr_x4 (LR 48): the blind degradation on {device.type} (the training "
                         "thread; degrade_on=device)", on_dev, on_cpu, "samples/s", on_dev / on_cpu,
                         reference_name="one CPU worker (where degrade_on=auto degrades it)",

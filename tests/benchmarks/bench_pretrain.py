@@ -126,8 +126,10 @@ def handover_rates(urls: list[str], tasks: tuple[str, ...], samples: int, rounds
     rates: dict[str, list[float]] = {w: [] for w in its}
     for _ in range(rounds):
         for w, it in its.items():
-            for _ in range(3):  # what a loader's worker queued while the others were timed (prefetch_factor 2, and
-                next(it)        # the one in flight): untimed, so the round times the steady handover alone
+            # untimed: what a loader's worker queued while the others were timed (prefetch_factor 2, and the one in
+            # flight), so the round times the steady handover alone
+            for _ in range(3):
+                next(it)
             t, n = time.perf_counter(), 0
             while n < max(16, samples // rounds):
                 n += next(it).images

@@ -2,8 +2,9 @@
 # GPU section of the benchmark suite (the steps and their times: bench_gpu.py's docstring): fused-attention check
 # of swinir_m/hat/edt_b, training images/s and MFU of edt_b and hat (bf16; a plain loop and the platform's ZeRO-2
 # DeepSpeed engine), bf16-vs-fp32 agreement, tiled 4K inference time and memory, the data pipeline with the
-# degradation and the JPEG decoding on the GPU (and a blind pipeline there against a CPU worker), and x4 256x256 inference latency of swinir_m against spandrel on
-# the same card and the published 0.539 s (SwinIR README, RTX 2080 Ti).
+# degradation and the JPEG decoding on the GPU (and a blind pipeline there against a CPU worker), and x4 256x256
+# inference latency of swinir_m against spandrel on the same card and the published 0.539 s (SwinIR README, RTX 2080
+# Ti).
 #
 #   tests/benchmarks/gpu.sh [extra args for bench_gpu.py, e.g. --peak-tflops 989 --budget-s 60]
 #
