@@ -96,19 +96,26 @@ def save_pretrained(
 
     A crash mid-save therefore never leaves a half-written ``model.safetensors`` next to a valid config. The card
     is regenerated on every save (the mixin alone would keep a stale README.md describing older weights).
+    ``push_to_hub=True`` pushes after the local save is in place, to ``repo_id`` or, as the mixin does, the folder's
+    name (the mixin, saving into the temporary folder, would name the repo after that, and a failed push would
+    then lose the local save too).
     """
     target = Path(save_directory)
     target.mkdir(parents=True, exist_ok=True)
     config = config if config is not None else model.config_dict()
+    push, repo_id = kwargs.pop("push_to_hub", False), kwargs.pop("repo_id", None)
     tmp = Path(tempfile.mkdtemp(prefix=".restore-save-", dir=target))
     try:
-        result = mixin_save(tmp, config=config, model_card_kwargs=model_card_kwargs, **kwargs)
+        mixin_save(tmp, config=config, model_card_kwargs=model_card_kwargs)
         for item in sorted(tmp.iterdir()):
             publish_mode(item)  # safetensors writes its file 0600; a published model is world-readable
             os.replace(item, target / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return result
+    if push:
+        return model.push_to_hub(repo_id or target.resolve().name, config=config,
+                                 model_card_kwargs=model_card_kwargs, **kwargs)
+    return None
 
 
 def generate_model_card(model: "RestorationModel", mixin_generate: Callable[..., Any], *args: Any, **kwargs: Any):

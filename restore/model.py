@@ -379,7 +379,8 @@ class RestorationModel(
         """Write ``model.safetensors``, ``config.json`` and a ``README.md`` card to ``save_directory`` (atomic).
 
         ``model_card_kwargs`` fill the card template (e.g. ``model_name``, ``base_model``, ``datasets``,
-        ``eval_results`` as ``huggingface_hub.EvalResult`` list, ``training`` text).
+        ``eval_results`` as ``huggingface_hub.EvalResult`` list, ``training`` text). ``push_to_hub=True`` (with
+        ``repo_id``, else the folder's name) pushes the saved files once they are in place locally.
         """
         return hub.save_pretrained(
             self, save_directory, super().save_pretrained, config=config, model_card_kwargs=model_card_kwargs, **kwargs

@@ -81,6 +81,38 @@ def test_card_and_atomic_save(tiny_model, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".restore-save-")]
 
 
+SAVE_AND_PUSH = textwrap.dedent(
+    """
+    import json, sys, torch, restore
+    torch.manual_seed(0)
+    model = restore.create_model("edt_tiny", tasks=["sr_x2"]).eval()
+    model.save_pretrained(sys.argv[1] + "/local", push_to_hub=True, repo_id="acme/saved-and-pushed")
+    """
+)
+
+
+def test_save_pretrained_push_to_hub(fake_hub, hub_env, tmp_path):
+    """``save_pretrained(..., push_to_hub=True)`` saves the folder and pushes the same files to ``repo_id`` (the
+    mixin alone, saving into our temporary folder, named the repo after that folder)."""
+    r = subprocess.run([sys.executable, "-c", SAVE_AND_PUSH, str(tmp_path)], env=hub_env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    local = tmp_path / "local"
+    assert sorted(p.name for p in local.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    repo = fake_hub.repos["models/acme/saved-and-pushed"]
+    pushed = repo.commits[repo.refs["main"]]
+    assert pushed["model.safetensors"] == (local / "model.safetensors").read_bytes()
+    assert json.loads(pushed["config.json"]) == json.loads((local / "config.json").read_text())
+    assert not any(k.startswith("models/.restore-save-") for k in fake_hub.repos)
+
+
+def test_failed_push_keeps_the_local_save(tiny_model, tmp_path):
+    with pytest.raises(Exception, match="bad id"):
+        tiny_model.save_pretrained(tmp_path / "m", push_to_hub=True, repo_id="bad id!")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert RestorationModel.from_pretrained(tmp_path / "m").tasks == tiny_model.tasks
+
+
 PUSH_PULL = textwrap.dedent(
     """
     import json, sys, torch, restore
