@@ -489,15 +489,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an output that is a file, or a folder already holding a model (unless ``overwrite``), before the work."""
+    """Refuse an output that is a file, or a folder already holding any file the save writes (a model, or a user's
+    own README.md that the card would replace) unless ``overwrite``, before the work."""
     from restore.hub import CONFIG_NAME, WEIGHTS_NAME
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output {out} exists and is not a folder; pass a folder path")
-    held = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (out / n).exists()]
+    held = [n for n in (CONFIG_NAME, WEIGHTS_NAME, "README.md") if (out / n).exists()]
     if held and not overwrite:
-        raise FileExistsError(f"output folder {out} already holds a model ({', '.join(held)}); pass --overwrite to "
-                              "replace it, or choose another folder")
+        raise FileExistsError(f"output folder {out} already holds {', '.join(held)}; pass --overwrite to "
+                              "replace them, or choose another folder")
     for parent in (out, *out.parents):  # the first folder that exists is where the files will be created
         if parent.exists():
             if not parent.is_dir():

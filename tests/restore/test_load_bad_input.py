@@ -356,4 +356,10 @@ def test_convert_output_is_atomic_and_never_overwritten_silently(official, tmp_p
     assert (tmp_path / "a_file").read_text() == "x"
     code, err = _convert(capsys, official, tmp_path / "o2", "--family", "swinir", "--arch", "window_size=0")
     assert code == 2 and "window_size=0" in err and not (tmp_path / "o2").exists()
+    notes = tmp_path / "notes"  # a folder of the user's own with a README.md the model card would replace
+    notes.mkdir()
+    (notes / "README.md").write_text("my notes")
+    code, err = _convert(capsys, official, notes, "--family", "swinir")
+    assert code == 2 and "README.md" in err and "--overwrite" in err, err
+    assert [p.name for p in notes.iterdir()] == ["README.md"] and (notes / "README.md").read_text() == "my notes"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
