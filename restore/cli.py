@@ -17,6 +17,7 @@ parses the options, loads the model and runs the plan.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import math
 import sys
@@ -129,6 +130,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         resolve_dtype(args.dtype)
     except ValueError as err:
         raise InputError(f"--dtype: {err}") from None
+    if args.task is not None:  # checked before anything else where the task is known
+        _check_scale_options(args.task, args)
     device = _resolve_device(args.device)
     max_pixels = args.max_pixels or pixel_budget()
     plan = collect(args.inputs, args.output)
@@ -140,8 +143,14 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         where = ", ".join(show(p) for p in args.inputs[:SHOWN])
         raise InputError(f"no usable image files in {where} ({_suffix_note(plan.ignored) or 'nothing found'}; "
                          f"image suffixes: {' '.join(IMAGE_SUFFIXES)})")
+    created = not args.output.exists()
     check_output_folder(args.output)
-    return _run(args, plan, device, max_pixels, total)
+    try:
+        return _run(args, plan, device, max_pixels, total)
+    finally:
+        if created:  # a folder this run made and wrote nothing into (the model failed to load...) is not left behind
+            with contextlib.suppress(OSError):
+                args.output.rmdir()
 
 
 def _suffix_note(ignored: Counter) -> str:
@@ -152,13 +161,15 @@ def _suffix_note(ignored: Counter) -> str:
 
 
 def _check_scale_options(task: str, args: argparse.Namespace) -> None:
-    """``--scale``/``--size``: exactly one for sr_any, neither for any other task."""
+    """``--scale``/``--size``: exactly one for sr_any, neither for any other task; sr_any's ensemble untiled."""
     from tasks.errors import InputError
 
     if task == "sr_any" and (args.scale is None) == (args.size is None):
         raise InputError("--task sr_any needs exactly one of --scale (e.g. --scale 2.7) or --size WxH")
     if task != "sr_any" and (args.scale is not None or args.size is not None):
         raise InputError(f"--scale and --size are for --task sr_any; {task} has a fixed scale: drop them")
+    if task == "sr_any" and args.ensemble and args.tile is not None:  # restore_image refuses it per image
+        raise InputError("--ensemble with --task sr_any runs untiled only: drop --tile or --ensemble")
 
 
 def _load_model(args: argparse.Namespace, device: str) -> tuple[Any, str]:
@@ -166,8 +177,6 @@ def _load_model(args: argparse.Namespace, device: str) -> tuple[Any, str]:
     from restore.thirdparty import load_any
     from tasks.errors import InputError
 
-    if args.task is not None:  # checked before the model loads where the task is known
-        _check_scale_options(args.task, args)
     try:
         model = load_any(args.model, revision=args.revision, map_location=device,
                          tasks=None if args.task is None else [args.task])

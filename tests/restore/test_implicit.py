@@ -352,6 +352,12 @@ def test_cli_run_sr_any_scale_and_size(edt_any, tmp_path, capsys):
     assert Image.open(tmp_path / "o2" / "a.png").size == (33, 25)
     assert main(base + ["-o", str(tmp_path / "o3")]) == 2
     assert "--scale" in capsys.readouterr().err
+    # refused before the model loads (a model that does not exist would be reported instead), not per image
+    bad = ["run", "--model", str(tmp_path / "no-model"), "--task", "sr_any", str(src), "--no-progress"]
+    assert main(bad + ["-o", str(tmp_path / "o4"), "--scale", "2", "--tile", "24", "--ensemble"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --tile or --ensemble" in err and "cannot load model" not in err, err
+    assert not (tmp_path / "o4").exists()
 
 
 # ------------------------------------------------------------------------------------ training samples

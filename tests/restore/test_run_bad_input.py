@@ -332,6 +332,9 @@ def test_unusable_device_output_and_inputs_are_refused_before_the_model_loads(tm
         err = capsys.readouterr().err
         assert named in err and "cannot load model" not in err, err
     assert not (tmp_path / "o").exists()
+    # the model itself failing to load: the -o folder the run created (empty) is not left behind
+    assert main(base + [str(src), "-o", str(tmp_path / "o")]) == 2
+    assert "cannot load model" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 @pytest.fixture
