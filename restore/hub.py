@@ -340,6 +340,17 @@ def _check_device(map_location: str | torch.device) -> torch.device:
     return check_device(map_location, "map_location")
 
 
+def _missing_local(path: Path) -> str:
+    """The message for ``org/name`` whose ``org`` is a folder here: the folder ``name`` is missing from it."""
+    import difflib
+
+    names = sorted(p.name for p in path.parent.iterdir() if p.is_dir())
+    close = difflib.get_close_matches(path.name, names, n=3)
+    hint = f"did you mean {', '.join(str(path.parent / c) for c in close)}? " if close else ""
+    return (f"{path}: folder {path.parent} exists here but holds no {path.name!r}; {hint}(for the Hub repo "
+            f"{path.as_posix()!r}, run from a folder without a {str(path.parent)!r} subfolder)")
+
+
 def from_pretrained(
     cls: type["RestorationModel"],
     name_or_path: str | os.PathLike,
@@ -370,6 +381,8 @@ def from_pretrained(
     else:
         if not _REPO_ID.fullmatch(str(name_or_path)):
             raise FileNotFoundError(f"{name_or_path!r} is neither an existing folder nor a Hub repo id (org/name)")
+        if not path.is_absolute() and path.parent.is_dir() and path.parent != Path("."):
+            raise FileNotFoundError(_missing_local(path))  # a typo in a local path, not a Hub id to retry for
         if ema:
             raise InputError(f"ema=True reads a training checkpoint folder; {name_or_path!r} is a Hub repo id, "
                              "whose weights are the ones it was published with")

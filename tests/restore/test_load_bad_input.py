@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import restore
@@ -204,6 +205,20 @@ def test_odd_paths(saved, tmp_path):
     uni = _copy(saved, tmp_path, "mödel 模型")
     for folder in (tmp_path / "link", uni):
         assert RestorationModel.from_pretrained(folder).tasks == ["sr_x2"]
+
+
+def test_typo_in_a_local_path_is_not_taken_for_a_hub_id(saved, tmp_path, monkeypatch, capsys):
+    """``demo-out/modl`` where ``demo-out`` is a folder here: named as a missing folder with the close names, at
+    once (as a Hub id it waited through the client's retries and then reported a repo)."""
+    _copy(saved, tmp_path / "demo-out", "model")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"holds no 'modl'; did you mean demo-out/model\?"):
+        RestorationModel.from_pretrained("demo-out/modl")
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    code = main(["run", "--model", "demo-out/modl", "--task", "sr_x2", "x.png", "-o", "o"])
+    assert code == 2 and "did you mean demo-out/model" in _one_line_error(capsys)
+    assert RestorationModel.from_pretrained("demo-out/model").tasks == ["sr_x2"]
 
 
 def test_bad_map_location_fails_before_reading(saved, tmp_path):
