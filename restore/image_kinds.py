@@ -25,6 +25,20 @@ class Layout:
         self.alpha, self.channel_axis_kept, self.batch, self.device = alpha, channel_axis_kept, batch, device
 
 
+def _check_float_range(t: torch.Tensor, what: str) -> None:
+    """A float image must be finite and in [0, 1]; a small overshoot (another model's output) is tolerated, but
+    a 0-255 or 0-65535 image would be clamped to white, so it is refused with the fix."""
+    if not t.numel():
+        return
+    if not torch.isfinite(t).all():
+        raise ValueError(f"a float {what} holding NaN or infinite values; fix or mask them first")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -0.5 or hi > 1.5:
+        fix = f"divide by {255 if hi <= 255 else 65535}" if lo >= 0 and hi <= 65535 else "rescale it"
+        raise ValueError(f"a float {what} with values in [{lo:g}, {hi:g}]; float images are read as [0, 1]: "
+                         f"{fix} first (or pass uint8/uint16)")
+
+
 def _from_array(arr: np.ndarray) -> tuple[torch.Tensor, Layout]:
     if arr.dtype == np.uint8:
         maxval = 255.0
@@ -42,6 +56,8 @@ def _from_array(arr: np.ndarray) -> tuple[torch.Tensor, Layout]:
     t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].to(torch.float32)  # (1, C, H, W)
     if maxval is not None:
         t = t / maxval
+    else:
+        _check_float_range(t, "array")
     return _split_channels(t, Layout("numpy", maxval, arr.dtype, False, None, kept, False))
 
 
@@ -94,6 +110,8 @@ def to_input(image: Any) -> tuple[torch.Tensor, Layout]:
         t = t.detach().cpu().to(torch.float32)
         if maxval is not None:
             t = t / maxval
+        else:
+            _check_float_range(t, "tensor")
         return _split_channels(t, Layout("tensor", maxval, image.dtype, False, None, True, batch, image.device))
     raise TypeError(f"restore_image takes a PIL image, a numpy array, a tensor or a path, got {type(image).__name__}")
 

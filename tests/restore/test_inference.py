@@ -132,6 +132,20 @@ def test_bad_inputs(tiny_model):
         restore.restore_image(tiny_model, [1, 2, 3], "sr_x2")
 
 
+
+def test_float_images_outside_unit_range_are_refused_not_clamped_to_white(tiny_model):
+    x = np.random.default_rng(0).random((8, 8, 3), dtype=np.float32)
+    for image in (x * 255, torch.from_numpy(x * 255).permute(2, 0, 1)):
+        with pytest.raises(ValueError, match="divide by 255"):
+            restore.restore_image(tiny_model, image, "sr_x2")
+    with pytest.raises(ValueError, match="divide by 65535"):
+        restore.restore_image(tiny_model, x * 65535, "sr_x2")
+    with pytest.raises(ValueError, match="NaN"):
+        restore.restore_image(tiny_model, np.full((8, 8, 3), np.nan, np.float32), "sr_x2")
+    # another model's output overshooting [0, 1] a little is used as it is
+    assert restore.restore_image(tiny_model, x * 1.05 - 0.02, "sr_x2").shape == (16, 16, 3)
+
+
 def test_restore_image_keeps_training_mode(tiny_model):
     tiny_model.train()
     restore.restore_image(tiny_model, torch.rand(3, 8, 8), "sr_x2")
