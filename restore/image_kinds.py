@@ -84,6 +84,8 @@ def to_input(image: Any) -> tuple[torch.Tensor, Layout]:
         mode = image.mode
         if mode == "P":
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif mode in ("RGB", "L") and "transparency" in image.info:  # a PNG tRNS colour key: those pixels clear
+            image = image.convert("RGBA" if mode == "RGB" else "LA")
         elif mode in ("I", "I;16B", "I;16L", "I;16N"):
             arr = np.asarray(image)
             if arr.size and (arr.min() < 0 or arr.max() > 65535):

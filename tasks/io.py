@@ -116,14 +116,17 @@ def _rawmode(im: Image.Image) -> str:
     return args if isinstance(args, str) else str(args[0]) if args else ""
 
 
-def _decode_16bit_colour(path: Path, orientation: int | None) -> np.ndarray:
-    """16-bit RGB(A) PNG/TIFF -> uint16 (H, W, 3 or 4) in display orientation (Pillow would drop to 8 bits)."""
+def _decode_16bit_colour(path: Path, orientation: int | None, gray: bool = False) -> np.ndarray:
+    """16-bit RGB(A) PNG/TIFF -> uint16 (H, W, 3 or 4) in display orientation (Pillow would drop to 8 bits);
+    16-bit gray+alpha (``gray``, which OpenCV expands to BGRA) -> (H, W, 2)."""
     import cv2  # only needed here and for writing 16-bit colour
 
     arr = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16:
         raise InputError(f"{path}: a 16-bit colour image that OpenCV cannot decode; convert it to 16-bit PNG")
-    if arr.ndim == 3:
+    if arr.ndim == 3 and gray and arr.shape[2] == 4:
+        arr = arr[..., [0, 3]]
+    elif arr.ndim == 3:
         arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]] if arr.shape[2] in (3, 4) else arr  # OpenCV keeps BGR(A)
     if orientation in _ORIENT:
         arr = _ORIENT[orientation](arr)
@@ -171,14 +174,21 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Loaded
                                  f"(one file per frame)")
             # before getexif(), which decodes PNGs and so forgets how their pixels were stored
             deep = im.mode in ("RGB", "RGBA", "LA") and ";16" in _rawmode(im)
+            gray = _rawmode(im).startswith("LA")  # Pillow opens 16-bit gray+alpha PNGs as mode RGBA
             icc = im.info.get("icc_profile") or None
             try:
                 orientation = im.getexif().get(0x0112)
             except Exception:  # noqa: BLE001 - a broken EXIF block does not make the pixels unusable
                 orientation, note = None, f"{path}: unreadable EXIF data; orientation not applied"
             if deep:
-                arr = _decode_16bit_colour(path, orientation)
+                arr = _decode_16bit_colour(path, orientation, gray)
+                if gray:
+                    note = note or (f"{path}: 16-bit gray+alpha is restored as gray and written as 16-bit RGBA "
+                                    f"with equal colour channels (OpenCV writes no 16-bit gray+alpha)")
                 return LoadedImage(arr, icc_profile=icc, note=note)
+            if im.mode == "CMYK" and icc:  # its CMYK profile would mislabel the RGB output's colours
+                icc, note = None, note or (f"{path}: CMYK is converted to RGB without colour management; its "
+                                           f"CMYK ICC profile is not attached to the RGB output")
             im.load()  # decodes now: a truncated file fails here, not half-way through the work
             if orientation not in (None, 1):
                 im = ImageOps.exif_transpose(im)  # also drops the tag, so nothing downstream rotates twice
@@ -271,18 +281,32 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (x.detach().to(torch.float64).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _encode_16bit_colour(arr: np.ndarray, path: Path) -> bytes:
-    """uint16 (H, W, 3 or 4) RGB(A) -> PNG or TIFF bytes (OpenCV: Pillow cannot write 16-bit colour)."""
+def _encode_16bit_colour(arr: np.ndarray, path: Path, icc_profile: bytes | None = None) -> bytes:
+    """uint16 (H, W, 3 or 4) RGB(A), or (H, W, 2) gray+alpha written as RGBA with equal colour channels -> PNG
+    or TIFF bytes (OpenCV: Pillow cannot write 16-bit colour); ``icc_profile`` embedded in a PNG."""
     import cv2
 
     ext = path.suffix.lower()
     if ext not in (".png", ".tif", ".tiff"):
         raise ValueError(f"{path}: 16-bit colour can be written as .png or .tif, not {ext or 'no suffix'}")
-    bgr = np.ascontiguousarray(arr[..., [2, 1, 0, 3][: arr.shape[2]]])
-    ok, buf = cv2.imencode(ext, bgr)
+    order = [0, 0, 0, 1] if arr.shape[2] == 2 else [2, 1, 0, 3][: arr.shape[2]]
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(arr[..., order]))
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode a {arr.shape} {arr.dtype} image as {ext}")
-    return buf.tobytes()
+    data = buf.tobytes()
+    return _png_with_icc(data, icc_profile) if icc_profile and ext == ".png" else data
+
+
+def _png_with_icc(data: bytes, icc_profile: bytes) -> bytes:
+    """PNG bytes with an iCCP chunk (PNG spec 11.3.3.3: name, NUL, method 0, zlib data) right after IHDR, where
+    the spec wants it (before PLTE and IDAT); OpenCV's encoder writes none."""
+    import struct
+    import zlib
+
+    body = b"iCCP" + b"ICC profile\0\0" + zlib.compress(icc_profile)
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    ihdr_end = 8 + 8 + 13 + 4  # signature, then IHDR: length, type, 13 bytes of data, CRC
+    return data[:ihdr_end] + chunk + data[ihdr_end:]
 
 
 def write_image(image: Image.Image | np.ndarray, path: str | os.PathLike, float_peak: float | None = None,
@@ -290,17 +314,18 @@ def write_image(image: Image.Image | np.ndarray, path: str | os.PathLike, float_
     """Write what `load_image` (or `restore.restore_image` on its result) gives, atomically; format from the suffix.
 
     Args:
-        image: a PIL image, or a numpy array: uint8/uint16 (H, W[, C]) (16-bit colour goes through OpenCV), or float
+        image: a PIL image, or a numpy array: uint8/uint16 (H, W[, C]) (16-bit colour and gray+alpha go through
+            OpenCV), or float
             (H, W) in [0, 1], written as a float TIFF multiplied by ``float_peak``.
         path: destination.
         float_peak: see `LoadedImage.float_peak`.
-        icc_profile: embedded where the format can hold one (PNG, TIFF, JPEG, WebP).
+        icc_profile: embedded where the format can hold one (PNG, TIFF, JPEG, WebP; not 16-bit colour TIFF).
     """
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if isinstance(image, np.ndarray):
-        if image.dtype == np.uint16 and image.ndim == 3 and image.shape[2] in (3, 4):
-            data = _encode_16bit_colour(image, path)
+        if image.dtype == np.uint16 and image.ndim == 3 and image.shape[2] in (2, 3, 4):
+            data = _encode_16bit_colour(image, path, icc_profile)
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
             return path

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import restore
@@ -198,6 +199,52 @@ def test_sixteen_bit_colour_stays_sixteen_bit(model_dir, tmp_path):
         res = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
         assert res.dtype == np.uint16 and res.shape == (32, 32, 3)
         assert len(np.unique(res)) > 256  # real 16-bit values, not 8-bit ones scaled up
+
+
+def _png_chunks(path: Path) -> list[bytes]:
+    data, i, names = path.read_bytes(), 8, []
+    while i < len(data):
+        n = int.from_bytes(data[i:i + 4], "big")
+        names.append(data[i + 4:i + 8])
+        assert zlib.crc32(data[i + 4:i + 8 + n]) == int.from_bytes(data[i + 8 + n:i + 12 + n], "big")
+        i += 12 + n
+    return names
+
+
+def _png16(path: Path, arr: np.ndarray, colour_type: int, icc: bytes | None = None) -> None:
+    """A 16-bit PNG written from the spec (not by the encoders under test): colour type 2 RGB, 4 gray+alpha."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    h, w = arr.shape[:2]
+    rows = b"".join(b"\0" + arr[y].astype(">u2").tobytes() for y in range(h))
+    extra = chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc)) if icc else b""
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([16, colour_type, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_gray_alpha_and_icc_profile_are_kept(model_dir, tmp_path, capsys):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    src.mkdir()
+    _png16(src / "rgb16.png", rng.integers(0, 65536, (16, 16, 3), dtype=np.uint16), 2, icc)
+    la = rng.integers(0, 65536, (16, 16, 2), dtype=np.uint16)
+    _png16(src / "la16.png", la, 4)
+    out = tmp_path / "out"
+    assert _run(model_dir, src, "-o", out) == 0
+    assert "16-bit gray+alpha is restored as gray" in capsys.readouterr().err
+    assert Image.open(out / "rgb16.png").info.get("icc_profile") == icc  # the colours keep their meaning
+    assert _png_chunks(out / "rgb16.png")[:2] == [b"IHDR", b"iCCP"] and b"sRGB" not in _png_chunks(out / "rgb16.png")
+    res = cv2.imread(str(out / "la16.png"), cv2.IMREAD_UNCHANGED)
+    assert res.dtype == np.uint16 and res.shape == (32, 32, 4) and len(np.unique(res[..., 0])) > 256
+    assert np.array_equal(res[..., 0], res[..., 1]) and np.array_equal(res[..., 0], res[..., 2])  # gray stays gray
+    alpha = torch.from_numpy(la[..., 1].astype(np.float32) / 65535)[None, None]
+    expect = F.interpolate(alpha, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)[0, 0]
+    assert np.abs(res[..., 3].astype(np.float64) - expect.numpy() * 65535).max() <= 1  # the alpha resized
 
 
 def test_float_tiffs_are_range_checked(model_dir, tmp_path, capsys):
@@ -449,18 +496,28 @@ def test_other_formats_and_modes(model_dir, tmp_path, capsys):
     rgb.convert("1").save(src / "bits.png")
     Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 200).save(src / "gray16.png")
     rgb.convert("RGBA").save(src / "rgba.tif")
+    key = tuple(int(v) for v in np.asarray(rgb)[0, 0])
+    rgb.save(src / "key.png", transparency=key)  # tRNS colour keys: pixels of that value are transparent
+    rgb.convert("L").save(src / "keyl.png", transparency=int(np.asarray(rgb.convert("L"))[0, 0]))
     from PIL import ImageCms
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     rgb.save(src / "icc.jpg", icc_profile=icc)
+    rgb.convert("CMYK").save(src / "cmyk_icc.jpg", icc_profile=icc)  # stands in for a CMYK profile
     before = _hashes(src)
     out = tmp_path / "out"
     assert _run(model_dir, src, "-o", out) == 0
-    assert "restored 10 of 10" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "restored 13 of 13" in err and "CMYK ICC profile is not attached" in err
     modes = {n: Image.open(out / n).mode for n in _outputs(out)}
     assert modes == {"w.png": "RGB", "b.bmp": "RGB", "p.png": "RGB", "cmyk.png": "RGB", "pal.png": "RGBA",
-                     "la.png": "LA", "bits.png": "L", "gray16.png": "I;16", "rgba.tif": "RGBA", "icc.png": "RGB"}
+                     "la.png": "LA", "bits.png": "L", "gray16.png": "I;16", "rgba.tif": "RGBA", "icc.png": "RGB",
+                     "key.png": "RGBA", "keyl.png": "LA", "cmyk_icc.png": "RGB"}
     assert Image.open(out / "icc.png").info.get("icc_profile") == icc  # colours mean the same after restoring
+    assert "icc_profile" not in Image.open(out / "cmyk_icc.png").info
+    keyed = np.asarray(rgb) == np.array(key)
+    clear = np.asarray(Image.open(out / "key.png"))[..., 3][::2, ::2]
+    assert keyed.all(-1).any() and (clear[keyed.all(-1)] < 128).all() and (clear[~keyed.all(-1)] > 128).all()
     assert _hashes(src) == before
 
 
