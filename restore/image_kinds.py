@@ -26,12 +26,10 @@ class Layout:
 
 
 def _check_float_range(t: torch.Tensor, what: str) -> None:
-    """A float image must be finite and in [0, 1]; a small overshoot (another model's output) is tolerated, but
-    a 0-255 or 0-65535 image would be clamped to white, so it is refused with the fix."""
+    """A float image must be in [0, 1]; a small overshoot (another model's output) is tolerated, but a 0-255 or
+    0-65535 image would be clamped to white, so it is refused with the fix (NaN is `restore_image`'s check)."""
     if not t.numel():
         return
-    if not torch.isfinite(t).all():
-        raise ValueError(f"a float {what} holding NaN or infinite values; fix or mask them first")
     lo, hi = float(t.min()), float(t.max())
     if lo < -0.5 or hi > 1.5:
         fix = f"divide by {255 if hi <= 255 else 65535}" if lo >= 0 and hi <= 65535 else "rescale it"

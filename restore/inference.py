@@ -174,6 +174,7 @@ def restore_image(
     if device is not None:
         model.to(device)
     run_device = next(model.parameters()).device
+    weight_dtype = next(model.parameters()).dtype  # a model cast to bf16/fp16 takes its input in that dtype
     compute_dtype = resolve_dtype(dtype)
     arbitrary = task == "sr_any"
     if arbitrary:
@@ -208,11 +209,11 @@ def restore_image(
         return y
 
     def fn(t: torch.Tensor) -> torch.Tensor:
-        t = t.to(run_device)
+        t = t.to(run_device, weight_dtype)
         return safe(lambda: self_ensemble(run, t) if ensemble else run(t))
 
     def query(patch: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        patch, coord, cell = patch.to(run_device), coord.to(run_device), cell.to(run_device)
+        patch, coord, cell = patch.to(run_device, weight_dtype), coord.to(run_device), cell.to(run_device)
         return safe(lambda: model.query_points(patch, task, coord, cell))
 
     if arbitrary and ensemble and (tile is not None or (x.shape[-2] == x.shape[-1] and out_size[0] != out_size[1])):

@@ -53,6 +53,21 @@ def test_finite_half_precision_gives_no_warning(tiny_model):
     assert not torch.equal(out, ref) and (out - ref).abs().max() < 0.05  # bf16 was really used, and kept
 
 
+@pytest.mark.parametrize("tile", [None, 24])
+def test_a_model_cast_to_bf16_takes_its_input_in_bf16(tiny_model, tile):
+    """``model.to(torch.bfloat16)`` (weights stored in bf16) restores float and uint8 images; the float32 input
+    was fed to bf16 weights and failed."""
+    import copy
+
+    x = torch.rand(3, 40, 44, generator=torch.Generator().manual_seed(2))
+    ref = restore_image(tiny_model, x, "sr_x2", tile=tile, overlap=8)
+    cast = copy.deepcopy(tiny_model).to(torch.bfloat16)
+    out = restore_image(cast, x, "sr_x2", tile=tile, overlap=8)
+    assert out.dtype == torch.float32 and not torch.equal(out, ref) and (out - ref).abs().max() < 0.05
+    u8 = restore_image(cast, (x * 255).round().to(torch.uint8), "sr_x2", tile=tile, overlap=8)
+    assert u8.dtype == torch.uint8 and u8.shape == (3, 80, 88)
+
+
 class _Amplifier(nn.Module):
     """A 3x3 conv with weights near 1e4 (fp16 holds them; its sums over an image overflow 65504) and no bias,
     then a 1x1 conv with weights near 1e-4 (an output of about 1e2 in float32): fp16 overflows wherever the input
