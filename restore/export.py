@@ -76,11 +76,22 @@ class _OnnxTask(nn.Module):
         return self.tail(feat, skips, xp)[..., : h * self.scale, : w * self.scale]
 
 
-def _export_copy(model, task: str, dtype: torch.dtype) -> nn.Module:
-    """A copy of ``model`` reduced to ``task``, in ``dtype``."""
+def _check_task(model, task: str) -> None:
+    """Both exports hold one fixed-scale task the model serves."""
     if task not in model.tasks:
         raise InputError(f"task {task!r} is not served by this model; pass --task with one of: "
                          f"{', '.join(model.tasks)}")
+    if task == "sr_any":
+        fixed = [t for t in model.tasks if t != "sr_any"]
+        raise InputError("task 'sr_any' has no fixed output size (its implicit tail takes the size with each "
+                         "call), which an exported graph or official layout needs; "
+                         + (f"export one of {', '.join(fixed)}, or " if fixed else "")
+                         + "use our format (config.json + model.safetensors)")
+
+
+def _export_copy(model, task: str, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``model`` reduced to ``task``, in ``dtype``."""
+    _check_task(model, task)
     m = copy.deepcopy(model).eval().to("cpu")
     m.keep_tasks([task])
     return m.to(dtype)
@@ -269,9 +280,7 @@ def official_state_dict(model, task: str) -> dict[str, torch.Tensor]:
     from restore.convert import FAMILIES as CONVERTIBLE
 
     family = model.family.name
-    if task not in model.tasks:
-        raise InputError(f"task {task!r} is not served by this model; pass --task with one of: "
-                         f"{', '.join(model.tasks)}")
+    _check_task(model, task)
     if family == "edt":
         raise InputError("EDT models have no official layout that the ecosystem loads (spandrel has no EDT "
                          "architecture); use --format onnx, or our format (config.json + model.safetensors)")

@@ -123,7 +123,8 @@ def _decode_16bit_colour(path: Path, orientation: int | None, gray: bool = False
 
     arr = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16:
-        raise InputError(f"{path}: a 16-bit colour image that OpenCV cannot decode; convert it to 16-bit PNG")
+        raise InputError(f"{path}: a 16-bit colour image that OpenCV cannot decode (truncated or corrupt, or a "
+                         f"compression it lacks); re-save it as 16-bit PNG from a complete copy")
     if arr.ndim == 3 and gray and arr.shape[2] == 4:
         arr = arr[..., [0, 3]]
     elif arr.ndim == 3:

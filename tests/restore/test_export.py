@@ -98,6 +98,11 @@ def test_onnx_bad_options_are_input_errors(tmp_path) -> None:
         export_onnx(model, tmp_path / "m.onnx", "sr_x2", opset=11)
     with pytest.raises(InputError, match=".onnx"):
         export_onnx(model, tmp_path / "m.pt", "sr_x2")
+    any_scale = RestorationModel("swinir", tasks=["sr_x2", "sr_any"], arch=TINY["swinir"]).eval()
+    with pytest.raises(InputError, match="'sr_any' has no fixed output size.*export one of sr_x2"):
+        export_onnx(any_scale, tmp_path / "m.onnx", "sr_any")
+    with pytest.raises(InputError, match="'sr_any' has no fixed output size"):
+        official_state_dict(any_scale, "sr_any")
     assert not list(tmp_path.iterdir())
 
 

@@ -224,6 +224,17 @@ def _png16(path: Path, arr: np.ndarray, colour_type: int, icc: bytes | None = No
                      + chunk(b"IEND", b""))
 
 
+def test_truncated_sixteen_bit_colour_is_named_as_truncated(tmp_path):
+    from tasks.errors import InputError
+    from tasks.io import load_image
+
+    _png16(tmp_path / "whole.png", np.random.default_rng(0).integers(0, 65536, (32, 32, 3), dtype=np.uint16), 2)
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.png: a 16-bit colour image .*truncated or corrupt"):
+        load_image(tmp_path / "cut.png")
+
+
 def test_sixteen_bit_gray_alpha_and_icc_profile_are_kept(model_dir, tmp_path, capsys):
     from PIL import ImageCms
 
