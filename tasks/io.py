@@ -183,9 +183,10 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Loaded
                 orientation, note = None, f"{path}: unreadable EXIF data; orientation not applied"
             if deep:
                 arr = _decode_16bit_colour(path, orientation, gray)
-                if gray:
+                if gray and path.suffix.lower() != ".png":
                     note = note or (f"{path}: 16-bit gray+alpha is restored as gray and written as 16-bit RGBA "
-                                    f"with equal colour channels (OpenCV writes no 16-bit gray+alpha)")
+                                    f"with equal colour channels (no TIFF writer here keeps 16-bit gray+alpha; "
+                                    f"PNG does)")
                 return LoadedImage(arr, icc_profile=icc, note=note)
             if im.mode == "CMYK" and icc:  # its CMYK profile would mislabel the RGB output's colours
                 icc, note = None, note or (f"{path}: CMYK is converted to RGB without colour management; its "
@@ -212,8 +213,19 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Loaded
         lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
         if lo < 0 or hi > 65535:
             raise InputError(f"{path}: 32-bit integer values in [{lo}, {hi}], outside 16 bits; rescale it first")
+        key = im.info.get("transparency")
+        if isinstance(key, int):  # a 16-bit gray PNG's tRNS colour key
+            return LoadedImage(colour_key_alpha(arr.astype(np.uint16), key), icc_profile=icc, note=note)
         im = Image.fromarray(arr.astype(np.uint16))
     return LoadedImage(im, icc_profile=icc, note=note)
+
+
+def colour_key_alpha(gray: np.ndarray, key: int) -> np.ndarray:
+    """16-bit gray (H, W) with a PNG tRNS colour key (PNG spec 11.3.2.1: pixels equal to it are fully transparent,
+    all others opaque) -> gray+alpha (H, W, 2) uint16. Pillow keeps the key of a 16-bit gray PNG only as
+    ``info["transparency"]``, and OpenCV ignores it."""
+    alpha = np.where(gray == key, 0, 65535).astype(np.uint16)
+    return np.stack([gray.astype(np.uint16), alpha], axis=-1)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -283,29 +295,56 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def _encode_16bit_colour(arr: np.ndarray, path: Path, icc_profile: bytes | None = None) -> bytes:
-    """uint16 (H, W, 3 or 4) RGB(A), or (H, W, 2) gray+alpha written as RGBA with equal colour channels -> PNG
+    """uint16 (H, W, 3 or 4) RGB(A), or (H, W, 2) gray+alpha (a TIFF as RGBA with equal colour channels) -> PNG
     or TIFF bytes (OpenCV: Pillow cannot write 16-bit colour); ``icc_profile`` embedded in a PNG."""
     import cv2
 
     ext = path.suffix.lower()
     if ext not in (".png", ".tif", ".tiff"):
         raise ValueError(f"{path}: 16-bit colour can be written as .png or .tif, not {ext or 'no suffix'}")
-    order = [0, 0, 0, 1] if arr.shape[2] == 2 else [2, 1, 0, 3][: arr.shape[2]]
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(arr[..., order]))
-    if not ok:
-        raise OSError(f"{path}: OpenCV could not encode a {arr.shape} {arr.dtype} image as {ext}")
-    data = buf.tobytes()
+    if ext == ".png" and arr.shape[2] == 2:
+        data = _png16_gray_alpha(arr)
+    else:
+        order = [0, 0, 0, 1] if arr.shape[2] == 2 else [2, 1, 0, 3][: arr.shape[2]]
+        ok, buf = cv2.imencode(ext, np.ascontiguousarray(arr[..., order]))
+        if not ok:
+            raise OSError(f"{path}: OpenCV could not encode a {arr.shape} {arr.dtype} image as {ext}")
+        data = buf.tobytes()
     return _png_with_icc(data, icc_profile) if icc_profile and ext == ".png" else data
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk (PNG spec 5.3): length, type, data, CRC-32 of type and data."""
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png16_gray_alpha(arr: np.ndarray) -> bytes:
+    """uint16 (H, W, 2) gray+alpha -> PNG bytes of colour type 4, bit depth 16 (neither OpenCV nor Pillow writes
+    one). Every scanline uses the Sub filter (PNG spec 9.2, type 1: each byte minus the byte one pixel, 4 bytes,
+    to its left, modulo 256), which compresses smooth images far better than none."""
+    import struct
+    import zlib
+
+    h, w = arr.shape[:2]
+    raw = np.ascontiguousarray(arr, dtype=">u2").view(np.uint8).reshape(h, w * 4)
+    rows = np.empty((h, 1 + w * 4), np.uint8)
+    rows[:, 0] = 1
+    rows[:, 1:5] = raw[:, :4]
+    rows[:, 5:] = raw[:, 4:] - raw[:, :-4]  # uint8 arithmetic wraps: modulo 256
+    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0))  # colour type 4, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + header + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + _png_chunk(b"IEND", b""))
 
 
 def _png_with_icc(data: bytes, icc_profile: bytes) -> bytes:
     """PNG bytes with an iCCP chunk (PNG spec 11.3.3.3: name, NUL, method 0, zlib data) right after IHDR, where
     the spec wants it (before PLTE and IDAT); OpenCV's encoder writes none."""
-    import struct
     import zlib
 
-    body = b"iCCP" + b"ICC profile\0\0" + zlib.compress(icc_profile)
-    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    chunk = _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile))
     ihdr_end = 8 + 8 + 13 + 4  # signature, then IHDR: length, type, 13 bytes of data, CRC
     return data[:ihdr_end] + chunk + data[ihdr_end:]
 
@@ -315,8 +354,8 @@ def write_image(image: Image.Image | np.ndarray, path: str | os.PathLike, float_
     """Write what `load_image` (or `restore.restore_image` on its result) gives, atomically; format from the suffix.
 
     Args:
-        image: a PIL image, or a numpy array: uint8/uint16 (H, W[, C]) (16-bit colour and gray+alpha go through
-            OpenCV), or float
+        image: a PIL image, or a numpy array: uint8/uint16 (H, W[, C]) (16-bit colour goes through OpenCV,
+            16-bit gray+alpha PNG through our own encoder), or float
             (H, W) in [0, 1], written as a float TIFF multiplied by ``float_peak``.
         path: destination.
         float_peak: see `LoadedImage.float_peak`.

@@ -211,14 +211,16 @@ def _png_chunks(path: Path) -> list[bytes]:
     return names
 
 
-def _png16(path: Path, arr: np.ndarray, colour_type: int, icc: bytes | None = None) -> None:
-    """A 16-bit PNG written from the spec (not by the encoders under test): colour type 2 RGB, 4 gray+alpha."""
+def _png16(path: Path, arr: np.ndarray, colour_type: int, icc: bytes | None = None, key: int | None = None) -> None:
+    """A 16-bit PNG written from the spec (not by the encoders under test): colour type 0 gray (``key``: a tRNS
+    colour key), 2 RGB, 4 gray+alpha."""
     def chunk(kind: bytes, body: bytes) -> bytes:
         return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
     h, w = arr.shape[:2]
     rows = b"".join(b"\0" + arr[y].astype(">u2").tobytes() for y in range(h))
     extra = chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc)) if icc else b""
+    extra += chunk(b"tRNS", key.to_bytes(2, "big")) if key is not None else b""
     ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([16, colour_type, 0, 0, 0])
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra + chunk(b"IDAT", zlib.compress(rows))
                      + chunk(b"IEND", b""))
@@ -244,18 +246,40 @@ def test_sixteen_bit_gray_alpha_and_icc_profile_are_kept(model_dir, tmp_path, ca
     src.mkdir()
     _png16(src / "rgb16.png", rng.integers(0, 65536, (16, 16, 3), dtype=np.uint16), 2, icc)
     la = rng.integers(0, 65536, (16, 16, 2), dtype=np.uint16)
-    _png16(src / "la16.png", la, 4)
+    _png16(src / "la16.png", la, 4, icc)
+    gray = rng.integers(0, 65536, (16, 16), dtype=np.uint16)
+    gray[2:6, 3:9] = 1234
+    _png16(src / "key16.png", gray, 0, key=1234)  # those pixels transparent (PNG spec 11.3.2.1)
     out = tmp_path / "out"
     assert _run(model_dir, src, "-o", out) == 0
-    assert "16-bit gray+alpha is restored as gray" in capsys.readouterr().err
+    assert "gray+alpha" not in capsys.readouterr().err  # nothing lost in PNG: no note
     assert Image.open(out / "rgb16.png").info.get("icc_profile") == icc  # the colours keep their meaning
     assert _png_chunks(out / "rgb16.png")[:2] == [b"IHDR", b"iCCP"] and b"sRGB" not in _png_chunks(out / "rgb16.png")
-    res = cv2.imread(str(out / "la16.png"), cv2.IMREAD_UNCHANGED)
-    assert res.dtype == np.uint16 and res.shape == (32, 32, 4) and len(np.unique(res[..., 0])) > 256
-    assert np.array_equal(res[..., 0], res[..., 1]) and np.array_equal(res[..., 0], res[..., 2])  # gray stays gray
-    alpha = torch.from_numpy(la[..., 1].astype(np.float32) / 65535)[None, None]
-    expect = F.interpolate(alpha, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)[0, 0]
-    assert np.abs(res[..., 3].astype(np.float64) - expect.numpy() * 65535).max() <= 1  # the alpha resized
+    for name, alpha in (("la16.png", la[..., 1]), ("key16.png", np.where(gray == 1234, 0, 65535))):
+        data = (out / name).read_bytes()
+        assert data[24:26] == bytes([16, 4]), name  # IHDR bit depth 16, colour type 4: 16-bit gray+alpha
+        res = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)  # libpng, which expands gray+alpha to BGRA
+        assert res.dtype == np.uint16 and res.shape == (32, 32, 4) and len(np.unique(res[..., 0])) > 256
+        alpha = torch.from_numpy(alpha.astype(np.float32) / 65535)[None, None]
+        expect = F.interpolate(alpha, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)[0, 0]
+        assert np.abs(res[..., 3].astype(np.float64) - expect.numpy() * 65535).max() <= 1, name  # alpha resized
+    assert _png_chunks(out / "la16.png")[:2] == [b"IHDR", b"iCCP"]
+    assert Image.open(out / "la16.png").info.get("icc_profile") == icc
+
+
+def test_sixteen_bit_gray_alpha_png_is_written_bit_exact(tmp_path):
+    from tasks.io import write_image
+
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 65536, (7, 9, 2), dtype=np.uint16)
+    arr[3] = np.arange(9 * 2, dtype=np.uint16).reshape(9, 2) * 3000  # wraps of the Sub filter's bytes
+    write_image(arr, tmp_path / "la.png")
+    back = cv2.imread(str(tmp_path / "la.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(back[..., 0], arr[..., 0]) and np.array_equal(back[..., 3], arr[..., 1])
+    assert np.array_equal(back[..., 0], back[..., 2])
+    with Image.open(tmp_path / "la.png") as im:  # Pillow reads the same file as 16-bit gray+alpha (in 8 bits)
+        assert im.tile[0].args in ("LA;16B", ("LA;16B",))
+        assert np.array_equal(np.asarray(im)[..., 0], (arr[..., 0] >> 8).astype(np.uint8))
 
 
 def test_float_tiffs_are_range_checked(model_dir, tmp_path, capsys):
