@@ -296,7 +296,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def _encode_16bit_colour(arr: np.ndarray, path: Path, icc_profile: bytes | None = None) -> bytes:
     """uint16 (H, W, 3 or 4) RGB(A), or (H, W, 2) gray+alpha (a TIFF as RGBA with equal colour channels) -> PNG
-    or TIFF bytes (OpenCV: Pillow cannot write 16-bit colour); ``icc_profile`` embedded in a PNG."""
+    or TIFF bytes (OpenCV: Pillow cannot write 16-bit colour), with ``icc_profile`` embedded."""
     import cv2
 
     ext = path.suffix.lower()
@@ -310,7 +310,15 @@ def _encode_16bit_colour(arr: np.ndarray, path: Path, icc_profile: bytes | None 
         if not ok:
             raise OSError(f"{path}: OpenCV could not encode a {arr.shape} {arr.dtype} image as {ext}")
         data = buf.tobytes()
-    return _png_with_icc(data, icc_profile) if icc_profile and ext == ".png" else data
+    if ext == ".png":
+        return _png_with_icc(data, icc_profile) if icc_profile else data
+    order = "<" if data[:2] == b"II" else ">"
+    tags = {}
+    if arr.shape[2] in (2, 4):  # ExtraSamples 2, unassociated alpha (OpenCV leaves the fourth sample undeclared)
+        tags[338] = (3, 1, (2).to_bytes(2, "little" if order == "<" else "big"))
+    if icc_profile:  # ICC profile (TIFF/EP; ICC spec annex B), UNDEFINED bytes; OpenCV writes none
+        tags[34675] = (7, len(icc_profile), icc_profile)
+    return _tiff_with_tags(data, tags) if tags else data
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -349,6 +357,33 @@ def _png_with_icc(data: bytes, icc_profile: bytes) -> bytes:
     return data[:ihdr_end] + chunk + data[ihdr_end:]
 
 
+def _tiff_with_tags(data: bytes, tags: dict[int, tuple[int, int, bytes]]) -> bytes:
+    """TIFF bytes with ``tags`` ({tag: (TIFF type, count, value bytes in the file's byte order)}) set in the first
+    IFD. The values and a copy of the IFD with the tags, in ascending tag order as TIFF 6.0 requires, are appended
+    and the header points to the new IFD; nothing before is moved."""
+    import struct
+
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or struct.unpack(order + "H", data[2:4])[0] != 42:
+        raise OSError("the TIFF encoder wrote no classic TIFF header; cannot add the ICC profile or alpha tags")
+    ifd = struct.unpack(order + "I", data[4:8])[0]
+    count = struct.unpack(order + "H", data[ifd : ifd + 2])[0]
+    entries = {struct.unpack(order + "H", e[:2])[0]: e
+               for e in (data[ifd + 2 + 12 * i : ifd + 14 + 12 * i] for i in range(count))}
+    next_ifd = data[ifd + 2 + 12 * count : ifd + 6 + 12 * count]
+    out = bytearray(data) + b"\0" * (len(data) % 2)  # TIFF offsets are word aligned
+    for tag, (kind, n, value) in tags.items():
+        if len(value) <= 4:  # fits the entry itself, left-justified
+            field = value.ljust(4, b"\0")
+        else:
+            field = struct.pack(order + "I", len(out))
+            out += value + b"\0" * (len(value) % 2)
+        entries[tag] = struct.pack(order + "HHI", tag, kind, n) + field
+    out[4:8] = struct.pack(order + "I", len(out))
+    out += struct.pack(order + "H", len(entries)) + b"".join(entries[t] for t in sorted(entries)) + next_ifd
+    return bytes(out)
+
+
 def write_image(image: Image.Image | np.ndarray, path: str | os.PathLike, float_peak: float | None = None,
                 icc_profile: bytes | None = None) -> Path:
     """Write what `load_image` (or `restore.restore_image` on its result) gives, atomically; format from the suffix.
@@ -359,7 +394,7 @@ def write_image(image: Image.Image | np.ndarray, path: str | os.PathLike, float_
             (H, W) in [0, 1], written as a float TIFF multiplied by ``float_peak``.
         path: destination.
         float_peak: see `LoadedImage.float_peak`.
-        icc_profile: embedded where the format can hold one (PNG, TIFF, JPEG, WebP; not 16-bit colour TIFF).
+        icc_profile: embedded where the format can hold one (PNG, TIFF, JPEG, WebP).
     """
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())

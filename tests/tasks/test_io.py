@@ -57,6 +57,24 @@ def test_sixteen_bit_colour_round_trip(tmp_path):
         assert peak == 65535 and torch.equal(raw.double() / 65535, x)  # exact: not truncated to 8 bits
 
 
+def test_sixteen_bit_colour_tiff_keeps_profile_and_declares_alpha(tmp_path):
+    import cv2
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rng = np.random.default_rng(0)
+    for channels in (3, 4):
+        arr = rng.integers(0, 65536, (7, 9, channels), dtype=np.uint16)
+        path = write_image(arr, tmp_path / f"c{channels}.tif", icc_profile=icc)
+        back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # libtiff: the pixels untouched by the added tags
+        assert np.array_equal(back[..., [2, 1, 0, 3][:channels]], arr)
+        with Image.open(path) as im:  # Pillow's own TIFF tag reader
+            assert im.info.get("icc_profile") == icc
+            assert im.tag_v2.get(338) == ((2,) if channels == 4 else None)  # ExtraSamples: unassociated alpha
+        loaded = load_image(path)
+        assert loaded.icc_profile == icc and np.array_equal(loaded.image, arr)
+
+
 def test_exif_orientation_is_applied(tmp_path):
     arr = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)  # stored 6 wide, 4 high
     for orientation in range(1, 9):
