@@ -24,7 +24,7 @@ import sys
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from restore.run_plan import IMAGE_SUFFIXES, SHOWN, Plan, check_output_folder, check_plan, collect, show
 from tasks.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, at_least
@@ -178,8 +178,9 @@ def _load_model(args: argparse.Namespace, device: str) -> tuple[Any, str]:
     from tasks.errors import InputError
 
     try:
-        model = load_any(args.model, revision=args.revision, map_location=device,
-                         tasks=None if args.task is None else [args.task])
+        with _fallbacks_reported():  # e.g. the Hub unreachable: the model read from the local cache
+            model = load_any(args.model, revision=args.revision, map_location=device,
+                             tasks=None if args.task is None else [args.task])
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load model {args.model!r}: {err}") from None
     task = args.task
@@ -194,23 +195,33 @@ def _load_model(args: argparse.Namespace, device: str) -> tuple[Any, str]:
     return model, task
 
 
-def _restore_reporting(**kwargs: Any) -> Any:
-    """``restore_image(**kwargs)``, its `FallbackWarning`s (fp32 recompute, eager run, out-of-memory retry in
-    smaller tiles) printed as one line each."""
+@contextlib.contextmanager
+def _fallbacks_reported() -> Iterator[None]:
+    """`FallbackWarning`s raised inside (fp32 recompute, eager run, out-of-memory retry in smaller tiles, a Hub
+    model read from the cache) printed as one line each, also when the work fails: the retries before it are part
+    of the story."""
     from tqdm import tqdm
 
-    from restore.inference import FallbackWarning, restore_image
+    from restore.inference import FallbackWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FallbackWarning)
         try:
-            return restore_image(**kwargs)
-        finally:  # also when it fails: the retries before it are part of the story
+            yield
+        finally:
             for w in caught:
                 if issubclass(w.category, FallbackWarning):
                     tqdm.write(f"warning: {show(str(w.message))}", file=sys.stderr)
                 else:  # not ours: shown as Python would have
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _restore_reporting(**kwargs: Any) -> Any:
+    """``restore_image(**kwargs)`` with its `FallbackWarning`s reported."""
+    from restore.inference import restore_image
+
+    with _fallbacks_reported():
+        return restore_image(**kwargs)
 
 
 def _run(args: argparse.Namespace, plan: Plan, device: str, max_pixels: int, total: int) -> int:
@@ -287,7 +298,8 @@ def _eval_loader(argv: list[str]) -> Any:
         from tasks.cli import build_parser
 
         tasks = build_parser().parse_known_args(argv)[0].task  # eval_main has parsed argv already: it is valid
-        return load_any(name, revision=revision, map_location=map_location, tasks=tasks)
+        with _fallbacks_reported():
+            return load_any(name, revision=revision, map_location=map_location, tasks=tasks)
 
     return load
 

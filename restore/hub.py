@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -196,6 +197,31 @@ def _repo_pickles(repo_id: str, revision: str | None, token: str | bool | None) 
     except Exception:  # noqa: BLE001 - a hint, never a reason to fail differently
         return []
     return sorted(f for f in files if Path(f).suffix in _PICKLE_SUFFIXES)
+
+
+def _hub_unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
+    """Why the Hub endpoint refuses a TCP connection (DNS failure, refused, no route), or None when it accepts one or
+    no direct probe can tell (a proxy is configured, or the connection is merely slow).
+
+    Without a network the Hub client retries every request five times with backoff (about 25 s per file) before it
+    falls back to its cache; one probe here lets a cached model load at once and an uncached one fail at once.
+    """
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    if any(scheme != "no" for scheme in urllib.request.getproxies()):  # only the client, through it, can tell
+        return None
+    url = urllib.parse.urlsplit(endpoint)
+    if not url.hostname:
+        return None
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except TimeoutError:  # slow is not absent: let the client wait with its own timeouts
+        return None
+    except OSError as err:  # socket.gaierror (no DNS), ConnectionRefusedError, no route to host, ...
+        return " ".join(str(err.strerror or err).split())
+    return None
 
 
 def _hub_file(repo_id: str, filename: str, **download: Any) -> Path:
@@ -386,6 +412,16 @@ def from_pretrained(
         if ema:
             raise InputError(f"ema=True reads a training checkpoint folder; {name_or_path!r} is a Hub repo id, "
                              "whose weights are the ones it was published with")
+        from huggingface_hub import constants
+
+        offline = local_files_only or force_download or constants.HF_HUB_OFFLINE  # force: the client's own errors
+        why = None if offline else _hub_unreachable(constants.ENDPOINT)
+        if why is not None:
+            from restore.inference import FallbackWarning
+
+            warnings.warn(f"the Hub at {constants.ENDPOINT} is unreachable ({why}): loading {name_or_path} from the "
+                          f"local Hub cache (HF_HUB_OFFLINE=1 skips this check)", FallbackWarning, stacklevel=3)
+            local_files_only = True
         download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
                         local_files_only=local_files_only)
         config_path = _hub_file(str(name_or_path), CONFIG_NAME, **download)

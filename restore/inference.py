@@ -53,8 +53,9 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 class FallbackWarning(RuntimeWarning):
-    """The work was done another way than asked, with the same result: a tile recomputed in float32 after a
-    half-precision overflow, or an eager run where ``torch.compile`` is unavailable."""
+    """The work was done another way than asked: a tile recomputed in float32 after a half-precision overflow, an
+    eager run where ``torch.compile`` is unavailable, or a Hub model read from the local cache because the Hub is
+    unreachable."""
 
 
 def _call(model: Any, x: torch.Tensor, task: str, size: tuple[int, int] | None) -> torch.Tensor:

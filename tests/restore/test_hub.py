@@ -203,3 +203,61 @@ def test_push_through_lfs_and_download_byte_identical(hub_env, tmp_path):
         assert list(hub.lfs_objects.values()) == [weights]
         sha = hub.repos["models/acme/lfs-restore"].refs["main"]
         assert hub.repos["models/acme/lfs-restore"].lfs[sha] == {"model.safetensors"}
+
+
+UNREACHABLE = textwrap.dedent(
+    """
+    import sys, torch, restore
+    x = torch.load(sys.argv[1] + "/x.pt"); y = torch.load(sys.argv[1] + "/y.pt")
+    m = restore.RestorationModel.from_pretrained("acme/tiny-restore")  # cached by the first run
+    with torch.no_grad():
+        assert torch.equal(m(x, "sr_x2"), y)
+    try:
+        restore.RestorationModel.from_pretrained("acme/never-downloaded")
+    except FileNotFoundError as err:
+        print("uncached:", err)
+    """
+)
+
+PUSH_AND_LOAD = textwrap.dedent(
+    """
+    import sys, torch, restore
+    torch.manual_seed(0)
+    model = restore.create_model("edt_tiny", tasks=["sr_x2"]).eval()
+    model.push_to_hub("acme/tiny-restore")
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        y = restore.RestorationModel.from_pretrained("acme/tiny-restore")(x, "sr_x2")
+    torch.save(x, sys.argv[1] + "/x.pt"); torch.save(y, sys.argv[1] + "/y.pt")
+    """
+)
+
+
+def test_unreachable_hub_loads_from_the_cache_without_retrying(fake_hub, hub_env, tmp_path):
+    """The Hub gone and HF_HUB_OFFLINE unset: the client would retry each file five times with backoff before
+    falling back to its cache; the probe sends the cached model straight to the cache, with a warning, and an
+    uncached one straight to the offline error."""
+    r = subprocess.run([sys.executable, "-c", PUSH_AND_LOAD, str(tmp_path)], env=hub_env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    url = fake_hub.url
+    fake_hub.stop()
+    r = subprocess.run([sys.executable, "-W", "always", "-c", UNREACHABLE, str(tmp_path)], env=hub_env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"the Hub at {url} is unreachable" in r.stderr and "local Hub cache" in r.stderr
+    assert "Retrying" not in r.stderr  # huggingface_hub's backoff never ran
+    assert "uncached: config.json of Hub repo 'acme/never-downloaded'" in r.stdout
+
+
+def test_hub_probe_names_the_failure_and_steps_aside_for_proxies(fake_hub, monkeypatch):
+    from restore.hub import _hub_unreachable
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    url = fake_hub.url
+    assert _hub_unreachable(url) is None  # listening
+    fake_hub.stop()
+    assert "refused" in _hub_unreachable(url).lower()
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # only the client, through the proxy, can tell
+    assert _hub_unreachable(url) is None
