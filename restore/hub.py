@@ -203,8 +203,9 @@ def _hub_unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
     """Why the Hub endpoint refuses a TCP connection (DNS failure, refused, no route), or None when it accepts one or
     no direct probe can tell (a proxy is configured, or the connection is merely slow).
 
-    Without a network the Hub client retries every request five times with backoff (about 25 s per file) before it
-    falls back to its cache; one probe here lets a cached model load at once and an uncached one fail at once.
+    Without a network the Hub client can retry a request five times with backoff (about 25 s) before it gives up;
+    one probe here sends the load to the cache at once, with a warning that says why, and an uncached model fails
+    at once.
     """
     import socket
     import urllib.parse

@@ -234,9 +234,8 @@ PUSH_AND_LOAD = textwrap.dedent(
 
 
 def test_unreachable_hub_loads_from_the_cache_without_retrying(fake_hub, hub_env, tmp_path):
-    """The Hub gone and HF_HUB_OFFLINE unset: the client would retry each file five times with backoff before
-    falling back to its cache; the probe sends the cached model straight to the cache, with a warning, and an
-    uncached one straight to the offline error."""
+    """The Hub gone and HF_HUB_OFFLINE unset: the probe sends the cached model straight to the cache, with a
+    warning naming the endpoint, and an uncached one straight to the offline error, with no backoff retries."""
     r = subprocess.run([sys.executable, "-c", PUSH_AND_LOAD, str(tmp_path)], env=hub_env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
