@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.io import quiet_codecs
+from tasks.io import cmyk_to_rgb, quiet_codecs
 
 __all__ = ["PendingCrop", "decode_crops", "draw_flips", "apply_flips"]
 
@@ -112,7 +112,10 @@ def _decode_crop(sample: dict[str, Any], size: int, g: torch.Generator | None,
                 raise ValueError(f"decoded {tuple(chw.shape[1:])} from a header of {hw}")
         elif not jpeg:
             im.load()  # a truncated or corrupt file raises here, before any draw
-            rgb = im if im.mode == "RGB" else im.convert("RGB")
+            if im.mode == "CMYK":  # through its ICC profile, where it has one (`tasks.io.cmyk_to_rgb`)
+                rgb = cmyk_to_rgb(im, im.info.get("icc_profile"))[0]
+            else:
+                rgb = im if im.mode == "RGB" else im.convert("RGB")
         if g is None:
             return (chw if jpeg else torch.from_numpy(np.array(rgb)).permute(2, 0, 1)), hw
         top, left = _crop_position(hw, size, g)

@@ -6,6 +6,7 @@ in the kind, dtype, layout and device it came in.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,15 @@ def to_input(image: Any) -> tuple[torch.Tensor, Layout]:
             image = Image.fromarray(arr.astype(np.uint16))
         elif mode == "1":
             image = image.convert("L")  # a bilevel image is grayscale: restored and returned as one channel
-        elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "PA", "RGBX", "RGBa", "La"):
+        elif mode == "CMYK":  # through its ICC profile to sRGB, as `load_image` converts CMYK files
+            from tasks.io import cmyk_to_rgb
+
+            image, why = cmyk_to_rgb(image, image.info.get("icc_profile"))
+            if why:
+                from restore.inference import FallbackWarning
+
+                warnings.warn(f"a CMYK image: {why}", FallbackWarning, stacklevel=3)
+        elif mode in ("YCbCr", "LAB", "HSV", "PA", "RGBX", "RGBa", "La"):
             image = image.convert("RGBA" if mode in ("PA", "RGBa", "La") else "RGB")
         t, layout = _from_array(np.asarray(image))
         layout.kind = "pil"

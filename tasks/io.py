@@ -13,10 +13,12 @@ applies the EXIF orientation (the pixels are stored sideways in most phone photo
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +31,7 @@ from tasks.errors import InputError
 __all__ = [
     "IMAGE_EXTENSIONS", "list_images", "read_image", "read_image_raw", "save_image", "to_uint8", "atomic_path",
     "publish_mode", "LoadedImage", "load_image", "write_image", "pixel_budget", "DEFAULT_MAX_PIXELS", "MAX_PIXELS_ENV",
+    "cmyk_to_rgb",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -107,6 +110,36 @@ def _pillow_limit() -> Iterator[None]:
             yield
     finally:
         Image.MAX_IMAGE_PIXELS = before
+
+
+@lru_cache(maxsize=8)  # keyed by the profile's bytes: a CMYK photo collection shares a few profiles
+def _cmyk_transform(icc_profile: bytes):
+    """littlecms' CMYK -> sRGB transform through ``icc_profile``, at the profile's own rendering intent."""
+    from PIL import ImageCms
+
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+    return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), "CMYK", "RGB",
+                                   renderingIntent=ImageCms.getDefaultIntent(source))
+
+
+def cmyk_to_rgb(im: Image.Image, icc_profile: bytes | None) -> tuple[Image.Image, str | None]:
+    """A CMYK image as sRGB, and a note when its profile could not be used.
+
+    With an embedded CMYK profile the colours go through it (littlecms, as colour-managed viewers and editors show
+    the file): Pillow's profile-less formula (R = 255 - C - K, ...) gives the colours of no real press, and print
+    files (a few ImageNet photos among them) carry the profile that says what their inks look like. Without a
+    profile, or with one littlecms cannot use (not a CMYK profile, corrupt), that formula.
+    """
+    if not icc_profile:
+        return im.convert("RGB"), None
+    from PIL import ImageCms
+
+    try:
+        return ImageCms.applyTransform(im, _cmyk_transform(bytes(icc_profile))), None
+    except (ImageCms.PyCMSError, OSError, ValueError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        return im.convert("RGB"), (f"its ICC profile cannot convert CMYK ({reason}): converted to RGB without "
+                                   f"colour management")
 
 
 def _rawmode(im: Image.Image) -> str:
@@ -188,14 +221,14 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Loaded
                                     f"with equal colour channels (no TIFF writer here keeps 16-bit gray+alpha; "
                                     f"PNG does)")
                 return LoadedImage(arr, icc_profile=icc, note=note)
-            if im.mode == "CMYK" and icc:  # its CMYK profile would mislabel the RGB output's colours
-                icc, note = None, note or (f"{path}: CMYK is converted to RGB without colour management; its "
-                                           f"CMYK ICC profile is not attached to the RGB output")
             im.load()  # decodes now: a truncated file fails here, not half-way through the work
             if orientation not in (None, 1):
                 im = ImageOps.exif_transpose(im)  # also drops the tag, so nothing downstream rotates twice
             else:
                 im = im.copy()
+            if im.mode == "CMYK":  # to sRGB through its profile; the CMYK profile would mislabel the RGB output
+                im, why = cmyk_to_rgb(im, icc)
+                icc, note = None, note or (why and f"{path}: {why}")
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

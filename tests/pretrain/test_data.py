@@ -99,6 +99,18 @@ def test_decode_converts_every_mode_to_rgb():
         _decode({"txt": b"x", "__key__": "k"})
 
 
+def test_decode_converts_cmyk_through_its_profile_like_restore(tmp_path):
+    """A CMYK training photo with a profile is decoded to the colours `load_image` (and a viewer) shows."""
+    from tasks.io import load_image
+    from tests.icc import cmyk_profile
+
+    path = tmp_path / "print.jpg"
+    inks = cmyk_profile(lambda c, m, y, k: (0, 0, 0) if k else (50, 60 * c, 40 * c))  # cyan prints red
+    Image.new("CMYK", (9, 7), (255, 0, 0, 0)).save(path, icc_profile=inks)
+    arr = _decode({"jpg": path.read_bytes()})
+    assert np.array_equal(arr, np.asarray(load_image(path).image)) and arr[0, 0, 0] > 200 and arr[0, 0, 1] < 80
+
+
 def test_decode_crop_equals_a_crop_of_the_whole_image():
     """The stream decodes RGB JPEGs with torchvision and crops before any full-image array: the same pixels and the
     same generator draws as PIL's whole image cropped afterwards; small images are skipped from their header."""

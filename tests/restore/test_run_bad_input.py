@@ -543,7 +543,7 @@ def test_other_formats_and_modes(model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert _run(model_dir, src, "-o", out) == 0
     err = capsys.readouterr().err
-    assert "restored 13 of 13" in err and "CMYK ICC profile is not attached" in err
+    assert "restored 13 of 13" in err and "cmyk_icc.jpg: its ICC profile cannot convert CMYK" in err
     modes = {n: Image.open(out / n).mode for n in _outputs(out)}
     assert modes == {"w.png": "RGB", "b.bmp": "RGB", "p.png": "RGB", "cmyk.png": "RGB", "pal.png": "RGBA",
                      "la.png": "LA", "bits.png": "L", "gray16.png": "I;16", "rgba.tif": "RGBA", "icc.png": "RGB",

@@ -1,5 +1,6 @@
 """tasks.io: grayscale and 16-bit images survive a round trip; writes are atomic; what would be read wrongly is
-refused by name (frames, pixel budget, float ranges) and EXIF orientation is applied."""
+refused by name (frames, pixel budget, float ranges), EXIF orientation is applied and CMYK goes through its ICC
+profile."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PIL import Image, ImageOps
 
 from tasks.errors import InputError
 from tasks.io import list_images, load_image, read_image, read_image_raw, save_image, write_image
+from tests.icc import cmyk_profile, encoded_lab, lab_to_srgb
 
 
 def test_rgb_and_gray_round_trip(tmp_path):
@@ -109,3 +111,62 @@ def test_float_tiff_in_255_is_scaled_with_a_note(tmp_path):
     np.testing.assert_allclose(read_image(tmp_path / "f.tif")[0].numpy(), [[0, 0.5], [1, 0.2]], rtol=1e-6)
     write_image(loaded.image, tmp_path / "back.tif", float_peak=loaded.float_peak)
     np.testing.assert_allclose(np.asarray(Image.open(tmp_path / "back.tif")), [[0, 127.5], [255, 51]], rtol=1e-6)
+
+
+def _press(c: int, m: int, y: int, k: int) -> tuple[float, float, float]:
+    """The test profile's inks: cyan prints red (Pillow's formula makes it (0, 255, 255): only the profile makes it
+    red), magenta and yellow grey, black black."""
+    if k:
+        return 0.0, 0.0, 0.0
+    if c and not (m or y):
+        return 50.0, 60.0, 40.0
+    return 100.0 - 30.0 * (c + m + y), 0.0, 0.0
+
+
+# stored 3 wide, 2 high: white, cyan, black / magenta, cyan + magenta, white
+_INKS = [[(0, 0, 0, 0), (1, 0, 0, 0), (0, 0, 0, 1)], [(0, 1, 0, 0), (1, 1, 0, 0), (0, 0, 0, 0)]]
+
+
+def _cmyk(path, icc=None, orientation=None, block=1):
+    """The inks as a CMYK file, each ``block`` x ``block`` pixels (JPEG: its centre survives the compression)."""
+    inks = np.kron(np.array(_INKS, np.uint8) * 255, np.ones((block, block, 1), np.uint8))
+    im = Image.fromarray(inks, mode="CMYK")
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    im.save(path, icc_profile=icc, exif=exif.tobytes(), **({"quality": 100} if path.suffix == ".jpg" else {}))
+    return im
+
+
+def test_cmyk_goes_through_its_icc_profile_to_srgb(tmp_path):
+    """A print file's colours are what its profile says its inks look like (checked against the CIE formulas, not
+    littlecms), in display orientation, and the CMYK profile is not attached to the RGB output."""
+    _cmyk(tmp_path / "c.jpg", cmyk_profile(_press), orientation=6, block=16)  # 6: turn 90 degrees clockwise
+    loaded = load_image(tmp_path / "c.jpg")
+    assert loaded.image.mode == "RGB" and loaded.icc_profile is None and loaded.note is None
+    expected = np.array([[lab_to_srgb(encoded_lab(_press(*ink))) for ink in row] for row in _INKS])
+    got = np.asarray(loaded.image).astype(float)
+    assert got.shape == (48, 32, 3)
+    np.testing.assert_allclose(got[8::16, 8::16], np.rot90(expected, k=-1), atol=4)  # red cyan: (214, 61, 56)
+    assert got[24, 24, 0] > 200 and got[24, 24, 1] < 80  # stored at (row 0, column 1): cyan ink, shown red
+
+
+def test_cmyk_without_a_usable_profile_uses_pillows_formula(tmp_path):
+    from PIL import ImageCms
+
+    from restore.image_kinds import to_input
+    from restore.inference import FallbackWarning
+
+    stored = _cmyk(tmp_path / "plain.tif")
+    loaded = load_image(tmp_path / "plain.tif")
+    assert loaded.note is None and np.array_equal(np.asarray(loaded.image), np.asarray(stored.convert("RGB")))
+    rgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    _cmyk(tmp_path / "wrong.tif", rgb_profile)  # an RGB profile on CMYK pixels: littlecms refuses the pair
+    loaded = load_image(tmp_path / "wrong.tif")
+    assert np.array_equal(np.asarray(loaded.image), np.asarray(stored.convert("RGB"))) and loaded.icc_profile is None
+    assert loaded.note.startswith(f"{tmp_path / 'wrong.tif'}: its ICC profile cannot convert CMYK (")
+    assert loaded.note.endswith("converted to RGB without colour management")
+    with pytest.warns(FallbackWarning, match="a CMYK image: its ICC profile cannot convert CMYK"):
+        to_input(Image.open(tmp_path / "wrong.tif"))  # restore_image given the PIL image itself: the same
+    _cmyk(tmp_path / "c.tif", cmyk_profile(_press))
+    assert torch.equal(to_input(Image.open(tmp_path / "c.tif"))[0], to_input(tmp_path / "c.tif")[0])
