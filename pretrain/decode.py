@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.io import cmyk_to_rgb, quiet_codecs
+from tasks.io import cmyk_to_rgb, open_image, quiet_codecs
 
 __all__ = ["PendingCrop", "decode_crops", "draw_flips", "apply_flips"]
 
@@ -97,10 +97,8 @@ def _decode_crop(sample: dict[str, Any], size: int, g: torch.Generator | None,
     after the pixels decoded, so a corrupt file raises before any draw. ``defer``: an RGB JPEG is not decoded here;
     a `PendingCrop` (flips still to set) carries its bytes and the drawn position to the training device.
     """
-    from PIL import Image
-
     data = _image_bytes(sample)
-    with Image.open(io.BytesIO(data)) as im:
+    with open_image(io.BytesIO(data)) as im:
         hw = (im.height, im.width)
         if min(hw) < size:
             return None, hw

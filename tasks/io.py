@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import struct
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +33,7 @@ from tasks.errors import InputError
 __all__ = [
     "IMAGE_EXTENSIONS", "list_images", "read_image", "read_image_raw", "save_image", "to_uint8", "atomic_path",
     "publish_mode", "LoadedImage", "load_image", "write_image", "pixel_budget", "DEFAULT_MAX_PIXELS", "MAX_PIXELS_ENV",
-    "cmyk_to_rgb",
+    "cmyk_to_rgb", "open_image",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -112,6 +114,27 @@ def _pillow_limit() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = before
 
 
+def open_image(source: str | os.PathLike | io.BytesIO) -> Image.Image:
+    """``Image.open``, except that an uncompressed TIFF turned by its orientation tag (5-8: transposed or rotated a
+    quarter turn) is decoded by libtiff. Pillow 13's own decoder, which applies the tag on load, scrambles those of
+    L, RGBA, CMYK and 16-bit gray (rows read at the turned width; compressed TIFFs, which libtiff decodes, and RGB
+    come out right); libtiff is kept to these files, as it names a truncated file less clearly."""
+    from PIL import TiffImagePlugin
+
+    im = Image.open(source)
+    if im.format != "TIFF" or im.tag_v2.get(0x0112) not in (5, 6, 7, 8) or im.tag_v2.get(259, 1) != 1:
+        return im
+    im.close()
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    before = TiffImagePlugin.READ_LIBTIFF  # a Pillow global, read when the file is opened
+    TiffImagePlugin.READ_LIBTIFF = True
+    try:
+        return Image.open(source)
+    finally:
+        TiffImagePlugin.READ_LIBTIFF = before
+
+
 @lru_cache(maxsize=8)  # keyed by the profile's bytes: a CMYK photo collection shares a few profiles
 def _cmyk_transform(icc_profile: bytes):
     """littlecms' CMYK -> sRGB transform through ``icc_profile``, at the profile's own rendering intent."""
@@ -154,7 +177,15 @@ def _decode_16bit_colour(path: Path, orientation: int | None, gray: bool = False
     16-bit gray+alpha (``gray``, which OpenCV expands to BGRA) -> (H, W, 2)."""
     import cv2  # only needed here and for writing 16-bit colour
 
-    arr = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
+    data = path.read_bytes()
+    if orientation in _ORIENT and data[:2] in (b"II", b"MM"):
+        # OpenCV 5.1 turns a TIFF by its orientation tag even with IMREAD_UNCHANGED (and a PNG not): with the tag
+        # set to 1 it decodes the stored pixels, turned below once, as for PNG, whatever OpenCV's version does
+        try:
+            data = _tiff_with_tags(data, {0x0112: (3, 1, struct.pack("<H" if data[:2] == b"II" else ">H", 1))})
+        except OSError:  # not a classic TIFF (a BigTIFF): left as OpenCV turns it
+            orientation = None
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16:
         raise InputError(f"{path}: a 16-bit colour image that OpenCV cannot decode (truncated or corrupt, or a "
                          f"compression it lacks); re-save it as 16-bit PNG from a complete copy")
@@ -197,7 +228,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Loaded
     budget = max_pixels or pixel_budget()
     note = None
     try:
-        with _pillow_limit(), Image.open(path) as im:
+        with _pillow_limit(), open_image(path) as im:
             w, h = im.size
             if w * h > budget:
                 raise InputError(f"{path}: {w}x{h} = {w * h} pixels is over the budget of {budget}; raise it with "
@@ -356,8 +387,6 @@ def _encode_16bit_colour(arr: np.ndarray, path: Path, icc_profile: bytes | None 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     """One PNG chunk (PNG spec 5.3): length, type, data, CRC-32 of type and data."""
-    import struct
-    import zlib
 
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -366,8 +395,6 @@ def _png16_gray_alpha(arr: np.ndarray) -> bytes:
     """uint16 (H, W, 2) gray+alpha -> PNG bytes of colour type 4, bit depth 16 (neither OpenCV nor Pillow writes
     one). Every scanline uses the Sub filter (PNG spec 9.2, type 1: each byte minus the byte one pixel, 4 bytes,
     to its left, modulo 256), which compresses smooth images far better than none."""
-    import struct
-    import zlib
 
     h, w = arr.shape[:2]
     raw = np.ascontiguousarray(arr, dtype=">u2").view(np.uint8).reshape(h, w * 4)
@@ -383,7 +410,6 @@ def _png16_gray_alpha(arr: np.ndarray) -> bytes:
 def _png_with_icc(data: bytes, icc_profile: bytes) -> bytes:
     """PNG bytes with an iCCP chunk (PNG spec 11.3.3.3: name, NUL, method 0, zlib data) right after IHDR, where
     the spec wants it (before PLTE and IDAT); OpenCV's encoder writes none."""
-    import zlib
 
     chunk = _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile))
     ihdr_end = 8 + 8 + 13 + 4  # signature, then IHDR: length, type, 13 bytes of data, CRC
@@ -394,11 +420,9 @@ def _tiff_with_tags(data: bytes, tags: dict[int, tuple[int, int, bytes]]) -> byt
     """TIFF bytes with ``tags`` ({tag: (TIFF type, count, value bytes in the file's byte order)}) set in the first
     IFD. The values and a copy of the IFD with the tags, in ascending tag order as TIFF 6.0 requires, are appended
     and the header points to the new IFD; nothing before is moved."""
-    import struct
-
     order = {b"II": "<", b"MM": ">"}.get(data[:2])
     if order is None or struct.unpack(order + "H", data[2:4])[0] != 42:
-        raise OSError("the TIFF encoder wrote no classic TIFF header; cannot add the ICC profile or alpha tags")
+        raise OSError("not a classic TIFF header (a BigTIFF?); cannot set its tags")
     ifd = struct.unpack(order + "I", data[4:8])[0]
     count = struct.unpack(order + "H", data[ifd : ifd + 2])[0]
     entries = {struct.unpack(order + "H", e[:2])[0]: e

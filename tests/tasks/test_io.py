@@ -88,6 +88,56 @@ def test_exif_orientation_is_applied(tmp_path):
         assert np.array_equal(read_image(tmp_path / "o.png", torch.uint8).numpy(), expected), orientation
 
 
+# EXIF 2.3 (JEITA CP-3451C), tag 0x0112: stored (H, W, ...) pixels -> display, transcribed from the definitions of
+# where the 0th row and column go (5: transpose, 6: a quarter turn clockwise, 7: transverse, 8: anticlockwise)
+_EXIF_DISPLAY = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+                 5: lambda a: a.swapaxes(0, 1), 6: lambda a: a[::-1].swapaxes(0, 1),
+                 7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: a[:, ::-1].swapaxes(0, 1)}
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I;16", "F"])
+@pytest.mark.parametrize("compression", [None, "tiff_deflate"])
+def test_tiff_orientation_is_applied_once_and_right(tmp_path, mode, compression):
+    """Pillow 13 applies a TIFF's orientation on load, and its raw decoder scrambles the quarter turns of 1- and
+    2-byte samples (L, RGBA, 16-bit gray): every orientation, compressed or not, must come out as EXIF defines it."""
+    channels = {"L": (), "RGB": (3,), "RGBA": (4,), "I;16": (), "F": ()}[mode]
+    dtype = {"I;16": np.uint16, "F": np.float32}.get(mode, np.uint8)
+    rng = np.random.default_rng(0)
+    stored = rng.random((4, 6)).astype(dtype) if mode == "F" else rng.integers(0, 250, (4, 6, *channels)).astype(dtype)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"o{orientation}.tif"
+        image = Image.fromarray(stored) if mode in ("I;16", "F") else Image.fromarray(stored, mode=mode)
+        image.save(path, exif=exif.tobytes(), **({"compression": compression} if compression else {}))
+        got = np.asarray(load_image(path).image)
+        assert np.array_equal(got, _EXIF_DISPLAY[orientation](stored)), (mode, compression, orientation)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_sixteen_bit_colour_orientation_is_applied_once(tmp_path, suffix):
+    """16-bit colour is decoded by OpenCV, which turns a TIFF by its tag itself (5.1, even with IMREAD_UNCHANGED)
+    and a PNG not: both must come out turned once, as EXIF defines it."""
+    import struct
+
+    from tasks.io import _png_chunk, _tiff_with_tags
+
+    stored = np.random.default_rng(0).integers(0, 65536, (4, 6, 3)).astype(np.uint16)
+    write_image(stored, tmp_path / f"plain{suffix}")
+    data = (tmp_path / f"plain{suffix}").read_bytes()
+    for orientation in range(1, 9):
+        if suffix == ".tif":
+            tagged = _tiff_with_tags(data, {0x0112: (3, 1, struct.pack("<H" if data[:2] == b"II" else ">H",
+                                                                        orientation))})
+        else:  # an eXIf chunk (PNG 1.5) after IHDR: the EXIF TIFF structure without its "Exif\0\0" prefix
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            tagged = data[:33] + _png_chunk(b"eXIf", exif.tobytes().removeprefix(b"Exif\0\0")) + data[33:]
+        (tmp_path / f"o{suffix}").write_bytes(tagged)
+        got = load_image(tmp_path / f"o{suffix}").image
+        assert np.array_equal(got, _EXIF_DISPLAY[orientation](stored)), (suffix, orientation)
+
+
 def test_what_would_be_silently_wrong_is_refused(tmp_path):
     frames = [Image.new("RGB", (4, 4), (i, i, i)) for i in (0, 99)]
     frames[0].save(tmp_path / "two.gif", save_all=True, append_images=frames[1:])
