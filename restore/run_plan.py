@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 __all__ = ["IMAGE_SUFFIXES", "Plan", "collect", "check_plan", "check_output_folder", "show", "listing", "SHOWN"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".gif",
-                  ".apng")
+                  ".apng", ".avif", ".jp2", ".j2k")  # AVIF and JPEG 2000: Pillow's wheels decode them (libavif, OpenJPEG)
 # formats written as they came (lossless); lossy or exotic inputs are written as PNG so nothing is lost twice
 _KEEP_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 SHOWN = 5  # how many names a refusal lists before "and N more"

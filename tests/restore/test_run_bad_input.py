@@ -538,16 +538,18 @@ def test_other_formats_and_modes(model_dir, tmp_path, capsys):
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     rgb.save(src / "icc.jpg", icc_profile=icc)
-    rgb.convert("CMYK").save(src / "cmyk_icc.jpg", icc_profile=icc)  # stands in for a CMYK profile
+    rgb.convert("CMYK").save(src / "cmyk_icc.jpg", icc_profile=icc)  # an RGB profile on CMYK pixels: unusable
+    rgb.save(src / "phone.avif", quality=90)
+    rgb.save(src / "scan.jp2")
     before = _hashes(src)
     out = tmp_path / "out"
     assert _run(model_dir, src, "-o", out) == 0
     err = capsys.readouterr().err
-    assert "restored 13 of 13" in err and "cmyk_icc.jpg: its ICC profile cannot convert CMYK" in err
+    assert "restored 15 of 15" in err and "cmyk_icc.jpg: its ICC profile cannot convert CMYK" in err
     modes = {n: Image.open(out / n).mode for n in _outputs(out)}
     assert modes == {"w.png": "RGB", "b.bmp": "RGB", "p.png": "RGB", "cmyk.png": "RGB", "pal.png": "RGBA",
                      "la.png": "LA", "bits.png": "L", "gray16.png": "I;16", "rgba.tif": "RGBA", "icc.png": "RGB",
-                     "key.png": "RGBA", "keyl.png": "LA", "cmyk_icc.png": "RGB"}
+                     "key.png": "RGBA", "keyl.png": "LA", "cmyk_icc.png": "RGB", "phone.png": "RGB", "scan.png": "RGB"}
     assert Image.open(out / "icc.png").info.get("icc_profile") == icc  # colours mean the same after restoring
     assert "icc_profile" not in Image.open(out / "cmyk_icc.png").info
     keyed = np.asarray(rgb) == np.array(key)
