@@ -137,12 +137,13 @@ def open_image(source: str | os.PathLike | io.BytesIO) -> Image.Image:
 
 @lru_cache(maxsize=8)  # keyed by the profile's bytes: a CMYK photo collection shares a few profiles
 def _cmyk_transform(icc_profile: bytes):
-    """littlecms' CMYK -> sRGB transform through ``icc_profile``, at the profile's own rendering intent."""
+    """littlecms' CMYK -> sRGB transform through ``icc_profile``, at the profile's own rendering intent; without
+    littlecms' one-pixel cache, which a transform shared across threads (this cache's) must not have."""
     from PIL import ImageCms
 
     source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
     return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), "CMYK", "RGB",
-                                   renderingIntent=ImageCms.getDefaultIntent(source))
+                                   renderingIntent=ImageCms.getDefaultIntent(source), flags=ImageCms.Flags.NOCACHE)
 
 
 def cmyk_to_rgb(im: Image.Image, icc_profile: bytes | None) -> tuple[Image.Image, str | None]:
